@@ -1,0 +1,180 @@
+"""From raw records to per-task predictions with a bundle's preprocessor and model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lepton.data.preprocess import Preprocessor
+from lepton.errors import DataError
+from lepton.tasks import Task
+
+if TYPE_CHECKING:
+    from lepton.bundle._bundle import Bundle
+
+
+def prediction_columns(task: Task) -> list[str]:
+    """Names of the columns :meth:`Predictor.predict` writes for ``task``."""
+    if task.kind in ("binary", "multiclass", "multilabel"):
+        return [task.name] + [f"{task.name}_prob_{label}" for label in task.labels]
+    if task.output_dim == 1:
+        return [task.name]
+    return [f"{task.name}_{col}" for col in task.target]
+
+
+def decode(task: Task, raw: torch.Tensor, pre: Preprocessor) -> dict[str, Any]:
+    """Raw outputs ``(N, width)`` → ``{"label", "probabilities" (N, C)}`` or ``{"value" (N, D)}``.
+
+    Labels are the class values themselves (binary/multiclass) or lists of label names
+    (multilabel); values are in the target's original units.
+    """
+    raw = raw.detach().float().cpu()
+    if task.kind == "binary":
+        p = torch.sigmoid(raw.reshape(-1)).numpy()
+        classes = list(task.labels)
+        labels = [classes[1] if v >= task.threshold else classes[0] for v in p]
+        return {"label": labels, "probabilities": np.stack([1.0 - p, p], axis=1)}
+    if task.kind == "multiclass":
+        probs = torch.softmax(raw, dim=1).numpy()
+        classes = list(task.labels)
+        return {"label": [classes[i] for i in probs.argmax(axis=1)], "probabilities": probs}
+    if task.kind == "multilabel":
+        probs = torch.sigmoid(raw).numpy()
+        names = list(task.labels)
+        labels = [
+            [n for n, v in zip(names, row, strict=True) if v >= task.threshold] for row in probs
+        ]
+        return {"label": labels, "probabilities": probs}
+    info = pre.targets[task.name]
+    values = raw.numpy() * np.asarray(info.std) + np.asarray(info.mean)
+    return {"value": values}
+
+
+class Predictor:
+    """Runs a bundle on tables or records, only for the tasks asked for.
+
+    Examples
+    --------
+    >>> pred = Bundle.load("runs/penguins/bundle").predictor()      # doctest: +SKIP
+    >>> pred.predict(df, tasks=["species"]).columns.tolist()         # doctest: +SKIP
+    ['species', 'species_prob_Adelie', 'species_prob_Chinstrap', 'species_prob_Gentoo']
+    """
+
+    def __init__(
+        self, bundle: Bundle, device: str | torch.device = "cpu", batch_size: int = 4096
+    ) -> None:
+        self.bundle = bundle
+        self.model = bundle.model.to(device).eval()
+        self.preprocessor = bundle.preprocessor
+        self.tasks = {t.name: t for t in bundle.tasks}
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+
+    def check_tasks(self, tasks: Iterable[str] | None) -> list[str]:
+        """The requested task names, checked (all tasks when ``None``)."""
+        if tasks is None:
+            return list(self.tasks)
+        names = [t for t in tasks]
+        unknown = [t for t in names if t not in self.tasks]
+        if unknown:
+            raise DataError(
+                f"unknown task(s) {', '.join(unknown)}; the model predicts: {', '.join(self.tasks)}"
+            )
+        if not names:
+            raise DataError("no task selected")
+        return names
+
+    @torch.no_grad()
+    def raw(
+        self, df: pd.DataFrame, tasks: Sequence[str] | None = None, source: str | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Raw head outputs ``{task: (N, width)}`` (logits / standardised values)."""
+        names = self.check_tasks(tasks)
+        inputs = self.preprocessor.transform(df, source)
+        n = len(df)
+        parts: dict[str, list[torch.Tensor]] = {t: [] for t in names}
+        for start in range(0, n, self.batch_size):
+            chunk = {
+                k: v[start : start + self.batch_size].to(self.device) for k, v in inputs.items()
+            }
+            out = self.model(chunk, tasks=names)
+            for t in names:
+                parts[t].append(out[t].cpu())
+        return {
+            t: torch.cat(p) if p else torch.zeros(0, self.tasks[t].output_dim)
+            for t, p in parts.items()
+        }
+
+    def decoded(
+        self, df: pd.DataFrame, tasks: Sequence[str] | None = None, source: str | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """``{task: decode(...)}`` for the requested tasks."""
+        raw = self.raw(df, tasks, source)
+        return {t: decode(self.tasks[t], r, self.preprocessor) for t, r in raw.items()}
+
+    def predict(
+        self,
+        df: pd.DataFrame,
+        tasks: Sequence[str] | None = None,
+        keep: Sequence[str] = (),
+        source: str | None = None,
+    ) -> pd.DataFrame:
+        """A table with the ``keep`` columns of ``df``, then per task its prediction columns:
+        the label and one probability column per class (classification) or the value(s)
+        (regression). Multilabel labels are joined with ``|``."""
+        missing = [c for c in keep if c not in df.columns]
+        if missing:
+            raise DataError(
+                f"{source or 'input'}: column(s) to keep not found: {', '.join(missing)}"
+            )
+        out = pd.DataFrame({c: df[c].to_numpy() for c in keep})
+        for name, d in self.decoded(df, tasks, source).items():
+            task = self.tasks[name]
+            cols = prediction_columns(task)
+            clash = [c for c in cols if c in out.columns]
+            if clash:
+                raise DataError(f"prediction column(s) {clash} clash with kept input columns")
+            if "value" in d:
+                for j, c in enumerate(cols):
+                    out[c] = d["value"][:, j]
+                continue
+            labels = d["label"]
+            out[cols[0]] = (
+                ["|".join(map(str, x)) for x in labels] if task.kind == "multilabel" else labels
+            )
+            for j, c in enumerate(cols[1:]):
+                out[c] = d["probabilities"][:, j]
+        return out
+
+    def predict_records(
+        self, records: Sequence[Mapping[str, Any]], tasks: Sequence[str] | None = None
+    ) -> list[dict[str, dict[str, Any]]]:
+        """Per record ``{task: {"label", "probabilities"} | {"value"}}``, plain Python values."""
+        df = pd.DataFrame.from_records(list(records))
+        decoded = self.decoded(df, tasks, source="records")
+        out: list[dict[str, dict[str, Any]]] = [{} for _ in range(len(df))]
+        for name, d in decoded.items():
+            task = self.tasks[name]
+            for i in range(len(df)):
+                if "value" in d:
+                    v = d["value"][i].tolist()
+                    out[i][name] = {"value": v[0] if len(v) == 1 else v}
+                else:
+                    probs = d["probabilities"][i].tolist()
+                    out[i][name] = {
+                        "label": _plain(d["label"][i]),
+                        "probabilities": dict(zip(map(str, task.labels), probs, strict=True)),
+                    }
+        return out
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v

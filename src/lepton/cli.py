@@ -1,0 +1,304 @@
+"""The ``lepton`` command line: a thin layer over the Python API.
+
+Every error a user can cause ends as one readable line on stderr and a non-zero exit code;
+``LEPTON_DEBUG=1`` shows the traceback of an unexpected error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lepton.errors import DataError, LeptonError
+
+app = typer.Typer(
+    name="lepton",
+    help="Multi-task learning for PyTorch: train one shared model for many tasks, evaluate it "
+    "against single-task baselines, predict and deploy.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from lepton import __version__
+
+        out.print(f"lepton {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Show the version."
+        ),
+    ] = False,
+) -> None:
+    """Lepton command line."""
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "—"
+    return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.1f}"
+
+
+def metrics_table(
+    metrics: dict[str, dict[str, float | None]],
+    main: dict[str, str] | None = None,
+    baselines: dict[str, dict[str, float | None]] | None = None,
+    title: str | None = None,
+) -> Table:
+    """Rows task × metric; with baselines, the single-task value and the relative gain."""
+    from lepton.tasks import HIGHER_IS_BETTER
+
+    table = Table(title=title, show_lines=False)
+    table.add_column("task")
+    table.add_column("metric")
+    table.add_column("multi-task", justify="right")
+    if baselines is not None:
+        table.add_column("single-task", justify="right")
+        table.add_column("gain", justify="right")
+    for task, ms in metrics.items():
+        for i, (name, value) in enumerate(ms.items()):
+            label = name + (" *" if main and main.get(task) == name else "")
+            row = [task if i == 0 else "", label, _fmt(value)]
+            if baselines is not None:
+                b = (baselines.get(task) or {}).get(name)
+                row.append(_fmt(b))
+                if value is None or b is None or b == 0:
+                    row.append("")
+                else:
+                    sign = 1 if HIGHER_IS_BETTER.get(name, True) else -1
+                    row.append(f"{100 * sign * (value - b) / abs(b):+.1f}%")
+            table.add_row(*row)
+        table.add_section()
+    return table
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Run directory (default: runs/<name>-<time>).")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a config field by dotted path: --set train.epochs=10."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --run-dir.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing run directory.")
+    ] = False,
+    baselines: Annotated[
+        bool | None,
+        typer.Option(
+            "--baselines/--no-baselines",
+            help="Also train single-task baselines with the same trunk and budget; report Δm.",
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Train a multi-task model from a YAML config; print its test metrics."""
+    from lepton.config import load_config
+    from lepton.experiment import run_experiment
+
+    if resume and run_dir is None:
+        raise LeptonError("--resume needs --run-dir (the run to continue)")
+    if resume and overrides:
+        err.print("note: --set is ignored with --resume; the run continues with its saved config")
+    cfg = load_config(config, [] if resume else list(overrides or []))
+    result = run_experiment(
+        cfg,
+        run_dir,
+        resume=resume,
+        overwrite=overwrite,
+        baselines=baselines,
+        progress=False if quiet else None,
+        console=err,
+        config_path=config,
+    )
+    out.print(
+        metrics_table(
+            result.metrics,
+            result.main_metric,
+            result.baselines,
+            title=f"{result.split} split (* main metric)",
+        )
+    )
+    if result.baselines is not None:
+        dm = "n/a" if result.delta_m is None else f"{result.delta_m:+.2f}%"
+        out.print(f"Δm (mean relative gain over single-task models, main metrics): {dm}")
+        eff = result.efficiency
+        if eff:
+            p, s = eff["params"], eff["train_seconds"]
+            out.print(
+                f"parameters: multi-task {p['multi_task']:,} vs single-task total "
+                f"{p['single_task_total']:,}; training time: {s['multi_task']:.1f}s vs "
+                f"{s['single_task_total']:.1f}s"
+            )
+    out.print(f"run directory: {result.run_dir}")
+    out.print(
+        "predict with the saved model:\n"
+        f"  lepton predict {result.bundle_dir} {result.run_dir / 'sample_input.csv'} "
+        "-o predictions.csv"
+    )
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory or a bundle folder.")],
+    data: Annotated[Path, typer.Option("--data", help="Labelled CSV/Parquet file.")],
+    as_json: Annotated[bool, typer.Option("--json", help='Print JSON: {"tasks": {...}}.')] = False,
+    tasks: Annotated[
+        str | None, typer.Option("--tasks", help="Comma-separated tasks (default: all labelled).")
+    ] = None,
+) -> None:
+    """Per-task metrics of a trained model on a labelled file."""
+    from lepton.bundle import Bundle
+    from lepton.data import TensorData, read_table
+    from lepton.evaluate import evaluate as run_eval
+
+    bundle = Bundle.load(run_dir)
+    df = read_table(data)
+    tensors = TensorData.from_frame(df, bundle.preprocessor, str(data))
+    wanted = bundle.predictor().check_tasks(_split_list(tasks))
+    selected = [t for t in bundle.tasks if t.name in wanted]
+    absent = [t.name for t in selected if t.name not in tensors.targets]
+    if absent:
+        err.print(f"note: {data} has no label column for task(s) {', '.join(absent)}; skipped")
+    selected = [t for t in selected if t.name in tensors.targets]
+    if not selected:
+        raise DataError(f"{data}: no label column of any task ({', '.join(wanted)})")
+    unknown = bundle.preprocessor.unknown_categories(df)
+    if unknown:
+        err.print(f"note: unseen categories mapped to the unknown bucket: {unknown}")
+    result = run_eval(bundle.model, tensors, selected, bundle.preprocessor)
+    if as_json:
+        out.print(json.dumps({"tasks": result.metrics}, indent=2), markup=False)
+    else:
+        main = {t.name: t.main_metric for t in selected}
+        out.print(metrics_table(result.metrics, main, title=f"{data} (* main metric)"))
+
+
+def _split_list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+@app.command()
+def predict(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder (or a run directory).")],
+    input: Annotated[Path, typer.Argument(help="CSV/Parquet file with the feature columns.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output CSV/Parquet file.")],
+    tasks: Annotated[
+        str | None, typer.Option("--tasks", help="Comma-separated tasks (default: all).")
+    ] = None,
+    keep: Annotated[
+        str | None,
+        typer.Option("--keep", help="Comma-separated input columns to copy (e.g. an id)."),
+    ] = None,
+) -> None:
+    """Predict every (or the selected) task for each row of a file."""
+    from lepton.bundle import Bundle
+    from lepton.data import read_table, write_table
+    from lepton.data.io import table_format
+
+    table_format(output)
+    b = Bundle.load(bundle)
+    predictor = b.predictor()
+    names = predictor.check_tasks(_split_list(tasks))
+    df = read_table(input)
+    unknown = b.preprocessor.unknown_categories(df)
+    if unknown:
+        err.print(f"note: unseen categories mapped to the unknown bucket: {unknown}")
+    result = predictor.predict(df, names, keep=_split_list(keep) or [], source=str(input))
+    write_table(result, output)
+    err.print(f"wrote {len(result)} rows × {len(names)} task(s) to {output}")
+
+
+@app.command()
+def datasets(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the bundled datasets and their tasks."""
+    from lepton.data import available_datasets, get_dataset
+
+    rows = []
+    for name in available_datasets():
+        info = get_dataset(name)
+        rows.append(
+            {
+                "name": name,
+                "description": info.description,
+                "tasks": {t: spec["kind"] for t, spec in info.tasks.items()},
+                "numeric": list(info.numeric),
+                "categorical": list(info.categorical),
+                "source": info.source,
+            }
+        )
+    if as_json:
+        out.print(json.dumps(rows, indent=2), markup=False)
+        return
+    table = Table(title="bundled datasets (data.dataset: <name>)")
+    table.add_column("name")
+    table.add_column("tasks")
+    table.add_column("description")
+    for r in rows:
+        table.add_row(
+            r["name"], ", ".join(f"{t} ({k})" for t, k in r["tasks"].items()), r["description"]
+        )
+    out.print(table)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point of ``lepton`` and ``python -m lepton``."""
+    debug = os.environ.get("LEPTON_DEBUG", "") not in ("", "0")
+    try:
+        return app(args=argv, prog_name="lepton", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except LeptonError as e:
+        if debug:
+            raise
+        err.print(f"error: {e}", markup=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as e:
+        if debug:
+            raise
+        err.print(
+            f"internal error: {type(e).__name__}: {e}\n"
+            "(a bug in Lepton: run again with LEPTON_DEBUG=1 for the traceback and report it)",
+            markup=False,
+        )
+        sys.exit(1)

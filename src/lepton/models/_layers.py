@@ -1,0 +1,46 @@
+"""Small building blocks shared by trunks and heads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+def activation(name: str) -> nn.Module:
+    """An activation module by name (``relu``, ``gelu``, ``silu``, ``tanh``, ``leaky_relu``)."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(
+            f"unknown activation '{name}'; choose one of {', '.join(ACTIVATIONS)}"
+        ) from None
+
+
+def mlp(
+    in_dim: int,
+    widths: Sequence[int],
+    dropout: float = 0.0,
+    batch_norm: bool = False,
+    act: str = "relu",
+) -> nn.Sequential:
+    """``Linear → [BatchNorm] → activation → [Dropout]`` for each width (empty: identity)."""
+    layers: list[nn.Module] = []
+    d = in_dim
+    for w in widths:
+        layers.append(nn.Linear(d, w))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(w))
+        layers.append(activation(act))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        d = w
+    return nn.Sequential(*layers)
