@@ -160,7 +160,7 @@ def train(
     out.print(f"run directory: {result.run_dir}")
     out.print(
         "predict with the saved model:\n"
-        f"  lepton predict {result.bundle_dir} {result.run_dir / 'sample_input.csv'} "
+        f"  lepton predict {result.bundle_dir} {result.run_dir / result.sample_input} "
         "-o predictions.csv"
     )
 
@@ -173,15 +173,27 @@ def evaluate(
     tasks: Annotated[
         str | None, typer.Option("--tasks", help="Comma-separated tasks (default: all labelled).")
     ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option("--images", help="Image model: .npy/.npz images labelled by --data rows."),
+    ] = None,
 ) -> None:
-    """Per-task metrics of a trained model on a labelled file."""
+    """Per-task metrics of a trained model on a labelled file (an image model: an .npz with
+    images and label arrays, or --data labels.csv --images images.npy)."""
     from lepton.bundle import Bundle
     from lepton.data import TensorData, read_table
     from lepton.evaluate import evaluate as run_eval
 
     bundle = Bundle.load(run_dir)
-    df = read_table(data)
-    tensors = TensorData.from_frame(df, bundle.preprocessor, str(data))
+    if bundle.model.image_shape is not None:
+        from lepton.data.images import image_tensor_data
+
+        df, tensors = image_tensor_data(bundle, data, images)
+    else:
+        if images is not None:
+            raise DataError("--images: this model takes table rows, not images")
+        df = read_table(data)
+        tensors = TensorData.from_frame(df, bundle.preprocessor, str(data))
     wanted = bundle.predictor().check_tasks(_split_list(tasks))
     selected = [t for t in bundle.tasks if t.name in wanted]
     absent = [t.name for t in selected if t.name not in tensors.targets]
@@ -210,7 +222,10 @@ def _split_list(text: str | None) -> list[str] | None:
 @app.command()
 def predict(
     bundle: Annotated[Path, typer.Argument(help="A bundle folder (or a run directory).")],
-    input: Annotated[Path, typer.Argument(help="CSV/Parquet file with the feature columns.")],
+    input: Annotated[
+        Path,
+        typer.Argument(help="CSV/Parquet file with the feature columns (image model: .npy/.npz)."),
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output CSV/Parquet file.")],
     tasks: Annotated[
         str | None, typer.Option("--tasks", help="Comma-separated tasks (default: all).")
@@ -229,6 +244,20 @@ def predict(
     b = Bundle.load(bundle)
     predictor = b.predictor()
     names = predictor.check_tasks(_split_list(tasks))
+    from lepton.data.images import is_image_file
+
+    if is_image_file(input):
+        from lepton.data.images import read_image_file
+
+        images, table = read_image_file(input)
+        kept = _split_list(keep) or []
+        missing = [c for c in kept if c not in table.columns]
+        if missing:
+            raise DataError(f"{input}: array(s) to keep not found: {', '.join(missing)}")
+        result = predictor.predict_images(images, names, keep=table[kept], source=str(input))
+        write_table(result, output)
+        err.print(f"wrote {len(result)} rows × {len(names)} task(s) to {output}")
+        return
     df = read_table(input)
     unknown = b.preprocessor.unknown_categories(df)
     if unknown:
@@ -255,6 +284,8 @@ def datasets(
                 "tasks": {t: spec["kind"] for t, spec in info.tasks.items()},
                 "numeric": list(info.numeric),
                 "categorical": list(info.categorical),
+                "images": info.images is not None,
+                "options": info.options(),
                 "source": info.source,
             }
         )

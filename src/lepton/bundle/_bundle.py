@@ -49,6 +49,18 @@ def _output_description(task: Task) -> dict[str, Any]:
     }
 
 
+def _image_input(model: MultiTaskModel) -> dict[str, Any]:
+    shape = model.image_shape
+    if shape is None:
+        return {}
+    return {
+        "image": {
+            "shape": list(shape),
+            "layout": "NCHW float32, raw pixel values (standardised inside the model)",
+        }
+    }
+
+
 class Bundle:
     """A trained model with everything needed to predict from raw records.
 
@@ -96,6 +108,7 @@ class Bundle:
             "inputs": {
                 "numeric": self.preprocessor.numeric,
                 "categorical": self.preprocessor.categorical,
+                **_image_input(self.model),
             },
             "outputs": {t.name: _output_description(t) for t in self.tasks},
             "preprocessor": self.preprocessor.to_dict(),

@@ -73,6 +73,7 @@ class Predictor:
         self.tasks = {t.name: t for t in bundle.tasks}
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
+        self.image_shape = self.model.image_shape  # (C, H, W) for an image model, else None
 
     def check_tasks(self, tasks: Iterable[str] | None) -> list[str]:
         """The requested task names, checked (all tasks when ``None``)."""
@@ -94,8 +95,20 @@ class Predictor:
     ) -> dict[str, torch.Tensor]:
         """Raw head outputs ``{task: (N, width)}`` (logits / standardised values)."""
         names = self.check_tasks(tasks)
-        inputs = self.preprocessor.transform(df, source)
-        n = len(df)
+        if self.image_shape is not None:
+            raise DataError(
+                f"{source or 'input'}: this model takes images {self.image_shape}, not table "
+                "rows; give an .npy/.npz file (Predictor.predict_images)"
+            )
+        return self.raw_tensors(self.preprocessor.transform(df, source), names)
+
+    @torch.no_grad()
+    def raw_tensors(
+        self, inputs: Mapping[str, torch.Tensor], tasks: Sequence[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Raw head outputs for inputs that are already model tensors, in batches."""
+        names = self.check_tasks(tasks)
+        n = next(iter(inputs.values())).shape[0] if inputs else 0
         parts: dict[str, list[torch.Tensor]] = {t: [] for t in names}
         for start in range(0, n, self.batch_size):
             chunk = {
@@ -132,7 +145,39 @@ class Predictor:
                 f"{source or 'input'}: column(s) to keep not found: {', '.join(missing)}"
             )
         out = pd.DataFrame({c: df[c].to_numpy() for c in keep})
-        for name, d in self.decoded(df, tasks, source).items():
+        return self._prediction_table(self.decoded(df, tasks, source), out)
+
+    def predict_images(
+        self,
+        images: np.ndarray,
+        tasks: Sequence[str] | None = None,
+        keep: pd.DataFrame | None = None,
+        source: str = "images",
+    ) -> pd.DataFrame:
+        """Predictions for an image model: ``images`` as ``(N, H, W)``, ``(N, C, H, W)`` or
+        ``(N, H, W, C)`` raw pixel values; the columns of ``keep`` (N rows) come first."""
+        from lepton.data.images import to_nchw
+
+        if self.image_shape is None:
+            raise DataError(f"{source}: this model takes table rows, not images")
+        arr = to_nchw(images, source)
+        if tuple(arr.shape[1:]) != tuple(self.image_shape):
+            raise DataError(
+                f"{source}: images of shape {tuple(arr.shape[1:])} (C, H, W), but the model "
+                f"takes {tuple(self.image_shape)}"
+            )
+        names = self.check_tasks(tasks)
+        raw = self.raw_tensors({"image": torch.from_numpy(arr)}, names)
+        decoded = {t: decode(self.tasks[t], r, self.preprocessor) for t, r in raw.items()}
+        out = pd.DataFrame(index=pd.RangeIndex(len(arr))) if keep is None else keep.copy()
+        if len(out) != len(arr):
+            raise DataError(f"{source}: {len(arr)} images but {len(out)} rows to keep")
+        return self._prediction_table(decoded, out.reset_index(drop=True))
+
+    def _prediction_table(
+        self, decoded: Mapping[str, Mapping[str, Any]], out: pd.DataFrame
+    ) -> pd.DataFrame:
+        for name, d in decoded.items():
             task = self.tasks[name]
             cols = prediction_columns(task)
             clash = [c for c in cols if c in out.columns]
