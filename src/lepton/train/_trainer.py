@@ -4,8 +4,9 @@ One step: batch → (augment) → shared representation → heads → per-task m
 ``balancer.backward`` → L1/L2 penalty gradients → clipping → NaN/inf guard → optimizer step.
 One epoch: the steps, then validation metrics, the monitored value (Δm, a task metric or the
 validation loss), the schedule, early stopping, ``best.pt``/``last.pt`` and one
-``metrics.jsonl`` line. ``fit(resume=True)`` continues from ``last.pt`` to exactly the parameters
-an uninterrupted run reaches (same seed, CPU): model, optimizer, schedule, balancer, every random
+``metrics.jsonl`` line (with the mean gate weights of a gated trunk, ``train.gates``).
+``fit(resume=True)`` continues from ``last.pt`` to exactly the parameters an uninterrupted run
+reaches (same seed, CPU): model, optimizer, schedule, balancer, every random
 state and the position inside the epoch are restored.
 """
 
