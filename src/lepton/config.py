@@ -151,6 +151,12 @@ class SchedulerConfig(_Strict):
     factor: float = Field(0.5, gt=0.0, lt=1.0, description="plateau: decay factor")
     patience: int = Field(10, ge=0, description="plateau: epochs without improvement")
 
+    @model_validator(mode="after")
+    def _warmup(self) -> SchedulerConfig:
+        if self.name == "plateau" and self.warmup_epochs:
+            raise ValueError("warmup_epochs is not available with the plateau schedule")
+        return self
+
 
 class OptimConfig(_Strict):
     """Optimizer, regularisation and learning-rate schedule."""
