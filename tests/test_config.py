@@ -119,3 +119,10 @@ def test_config_file_errors_name_the_file(tmp_path) -> None:
 def test_resolved_config_round_trips(tiny_config: dict) -> None:
     cfg = config_from_dict(tiny_config)
     assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_configuration_reference_is_up_to_date() -> None:
+    from lepton._docgen import reference_markdown
+
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    assert page == reference_markdown(), "run `make docs` to regenerate docs/configuration.md"
