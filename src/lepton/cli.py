@@ -285,6 +285,19 @@ def predict(
 
 @app.command()
 @_handled
+def report(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory.")],
+) -> None:
+    """(Re)write a run's report.md / report.html with plots of losses, metrics, task weights
+    and gradient conflict."""
+    from lepton.report import write_report
+
+    path = write_report(run_dir)
+    out.print(f"wrote {path} and {path.with_suffix('.html')}")
+
+
+@app.command()
+@_handled
 def datasets(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:

@@ -221,6 +221,7 @@ class LoggingConfig(_Strict):
     runs_dir: str = Field("runs", description="parent of default run directories")
     run_name: str | None = Field(None, description="run and bundle name (default: config stem)")
     progress: bool = Field(True, description="progress bar / periodic lines on stderr")
+    report: bool = Field(True, description="write report.md/.html with plots after training")
     log_every_steps: int = Field(0, ge=0, description="0: one metrics.jsonl line per epoch")
 
 
