@@ -26,11 +26,12 @@ import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
 from lepton.errors import ConfigError
-from lepton.jacobian import gramian_cosine, jacobian, split_backward, trace_tasks, trunk_jacobian
+from lepton.jacobian import jacobian, split_backward, trace_tasks, trunk_jacobian
 
 
 def as_loss_vector(losses: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
@@ -305,17 +306,19 @@ class GradientBalancer(Balancer):
             GZ = jacobian(ell, [features], chunk_size=self.chunk_size).view(k, *features.shape)
         else:
             GZ = None
+        every = tasks.numel() == k
         if mode == "features":
             assert GZ is not None and features is not None
-            J = GZ[tasks]
+            J = GZ if every else GZ[tasks]
             M = _gramian(J.reshape(J.shape[0], -1))
             update, w = self.combine_features(J, M, tasks, features)
         else:
             if GZ is not None:
                 assert features is not None
-                J = trunk_jacobian(features, GZ[tasks], shared, self.chunk_size)
+                J = trunk_jacobian(features, GZ if every else GZ[tasks], shared, self.chunk_size)
             else:
-                J = jacobian(ell, shared, chunk_size=self.chunk_size, retain_graph=True)[tasks]
+                J = jacobian(ell, shared, chunk_size=self.chunk_size, retain_graph=True)
+                J = J if every else J[tasks]
             M = _gramian(J)
             update, w = self.combine(J, M, tasks)
         self._record(k, tasks, M, w)
@@ -358,15 +361,21 @@ class GradientBalancer(Balancer):
 
     # ------------------------------------------------------------------ helpers
     def _record(self, k: int, tasks: torch.Tensor, M: torch.Tensor, w: torch.Tensor | None) -> None:
-        cos = M.new_zeros(k, k)
-        cos[tasks[:, None], tasks[None, :]] = gramian_cosine(M)
-        self.last_cosines = cos.float()
+        idx = tasks.cpu().numpy()
+        m = M.numpy()
+        d = np.sqrt(np.clip(np.diag(m), 0.0, None))
+        denom = d[:, None] * d[None, :]
+        cos = np.zeros((k, k))
+        cos[np.ix_(idx, idx)] = np.clip(
+            np.divide(m, denom, out=np.zeros_like(m), where=denom > 0), -1.0, 1.0
+        )
+        self.last_cosines = torch.from_numpy(cos)
         if w is None:
             self.last_weights = None
         else:
-            full = torch.zeros(k, dtype=torch.float32)
-            full[tasks.cpu()] = w.detach().float().cpu()
-            self.last_weights = full
+            full = np.zeros(k)
+            full[idx] = w.detach().double().cpu().numpy()
+            self.last_weights = torch.from_numpy(full)
 
 
 class GramianBalancer(GradientBalancer):
@@ -389,8 +398,9 @@ class GramianBalancer(GradientBalancer):
 
 
 def _gramian(J: torch.Tensor) -> torch.Tensor:
+    """``J Jᵀ`` as a float64 CPU tensor (what the small solvers read)."""
     J = J.reshape(J.shape[0], -1)
-    return (J @ J.T).double()
+    return (J @ J.T).double().cpu()
 
 
 def _valid_tasks(valid: torch.Tensor | None, k: int, device: torch.device) -> torch.Tensor:
@@ -408,10 +418,11 @@ def _accumulate(
     for p, g in zip(params, grads, strict=True):
         if g is None:
             continue
+        g = g.detach()
         if p.grad is None:
-            p.grad = g.detach().clone() if g.requires_grad or g._base is not None else g.detach()
+            p.grad = g if g.is_contiguous() else g.contiguous()
         else:
-            p.grad = p.grad + g.detach()
+            p.grad = p.grad + g
 
 
 # ---------------------------------------------------------------------------- registry

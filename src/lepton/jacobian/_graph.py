@@ -22,6 +22,7 @@ import torch
 from torch.autograd.graph import Node, get_gradient_edge
 
 _MIXED = -1
+_ACCUMULATE = type(get_gradient_edge(torch.zeros(1, requires_grad=True)).node)
 
 
 @dataclass
@@ -130,8 +131,8 @@ def trace_tasks(
             for nf, _ in node.next_functions:
                 if nf is None or id(nf) in stop_at:
                     continue
-                var = getattr(nf, "variable", None)
-                if var is not None:
+                if type(nf) is _ACCUMULATE:
+                    var = nf.variable
                     if id(var) in shared_ids:
                         clean = False
                     leaf_owner[id(var)] = _MIXED
@@ -158,8 +159,8 @@ def trace_tasks(
                     else:  # another output of the op that made the representation
                         clean = False
                     continue
-                var = getattr(nf, "variable", None)
-                if var is not None:  # AccumulateGrad: a leaf
+                if type(nf) is _ACCUMULATE:  # a leaf
+                    var = nf.variable
                     if id(var) in shared_ids:
                         clean = False
                         continue

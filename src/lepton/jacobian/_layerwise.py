@@ -40,11 +40,17 @@ def _addmm(node: Node, g: torch.Tensor, need: list[bool]) -> list[Grad]:
         gi = torch.matmul(g, w.transpose(0, 1))
         out[1] = gi if alpha == 1 else gi * alpha
     if need[2]:
-        a = node._saved_mat1  # (B, in)
-        flat = g.transpose(0, 1).reshape(b, k * o)
-        gw = torch.mm(a.transpose(0, 1), flat).view(a.shape[1], k, o).permute(1, 0, 2)
+        gw = _weight_grad(node._saved_mat1, g)  # ∂/∂mat2 = aᵀδ, built as (δᵀa)ᵀ: contiguous W
         out[2] = gw if alpha == 1 else gw * alpha
     return out
+
+
+def _weight_grad(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``aᵀ δ_k`` for every k, shape (K, in, out), as a transposed view of the contiguous
+    ``δ_kᵀ a`` (K, out, in): after the TBackward of ``nn.Linear`` it needs no copy."""
+    k, b, o = g.shape
+    wt = torch.mm(g.transpose(1, 2).reshape(k * o, b), a).view(k, o, a.shape[1])
+    return wt.transpose(1, 2)
 
 
 def _mm(node: Node, g: torch.Tensor, need: list[bool]) -> list[Grad]:
@@ -53,9 +59,7 @@ def _mm(node: Node, g: torch.Tensor, need: list[bool]) -> list[Grad]:
     if need[0]:
         out[0] = torch.matmul(g, node._saved_mat2.transpose(0, 1))
     if need[1]:
-        a = node._saved_self
-        flat = g.transpose(0, 1).reshape(b, k * o)
-        out[1] = torch.mm(a.transpose(0, 1), flat).view(a.shape[1], k, o).permute(1, 0, 2)
+        out[1] = _weight_grad(node._saved_self, g)
     return out
 
 
@@ -64,11 +68,11 @@ def _t(node: Node, g: torch.Tensor, need: list[bool]) -> list[Grad]:
 
 
 def _relu(node: Node, g: torch.Tensor, need: list[bool]) -> list[Grad]:
-    return [g * (node._saved_result > 0).to(g.dtype)]
+    return [torch.where(node._saved_result > 0, g, 0.0)]
 
 
 def _threshold(node: Node, g: torch.Tensor, need: list[bool]) -> list[Grad]:
-    return [g * (node._saved_self > node._saved_threshold).to(g.dtype)]
+    return [torch.where(node._saved_self > node._saved_threshold, g, 0.0)]
 
 
 def _unary(node: Node, g: torch.Tensor, need: list[bool]) -> list[Grad]:
