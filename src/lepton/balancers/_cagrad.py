@@ -22,9 +22,9 @@ class CAGrad(GramianBalancer):
 
     (the dual of ``max_d min_k g_kᵀd`` s.t. ``‖d − g_0‖ ≤ c‖g_0‖``). ``c = 0`` gives the mean.
     The inner problem is solved exactly (NNLS sub-problems and Brent's method on its one scalar
-    parameter), not with the official code's 20 SGD steps; ``‖g_w‖`` gets ``+1e-4`` (normalised
-    units) as in the official code. ``rescale`` divides ``d`` by ``1 + c²`` (1) or ``1 + c`` (2),
-    the official code's options (default 1).
+    parameter), not with the official code's 20 SGD steps (nor its ``+1e-4`` on ``‖g_w‖``); when
+    ``g_w = 0`` (0 in the hull) the mean is returned. ``rescale`` divides ``d`` by ``1 + c²`` (1)
+    or ``1 + c`` (2), the official code's options (default 1).
 
     Parameters
     ----------
@@ -64,7 +64,10 @@ class CAGrad(GramianBalancer):
             w = mean
         else:
             ww, gw_norm, g0_norm = cagrad_weights(Mn, self.c)
-            w = mean + (self.c * g0_norm / (gw_norm + 1e-4)) * ww
+            if gw_norm > 1e-12 * max(g0_norm, 1e-300):
+                w = mean + (self.c * g0_norm / gw_norm) * ww
+            else:  # 0 is in the hull: no direction to add, keep the mean
+                w = mean
         if self.rescale == 1:
             w = w / (1.0 + self.c**2)
         elif self.rescale == 2:

@@ -70,5 +70,5 @@ class DBMTL(GradientBalancer):
         self.tracked[idx] = G + beta_t * (self.tracked[idx] - G)
         Y = self.tracked[idx]
         norms = Y.norm(dim=1)
-        alpha = norms.max() / (norms + 1e-8)
+        alpha = torch.where(norms > 0, norms.max() / norms.clamp(min=1e-300), 0.0)
         return alpha @ Y, alpha

@@ -17,13 +17,20 @@ from lepton.balancers._base import GramianBalancer, Mode, register_balancer
 from lepton.balancers._solvers import normalized, project_dual_cone, psd_factor
 
 
-def _prepared(gramian: torch.Tensor, reg_eps: float) -> tuple[np.ndarray | None, np.ndarray]:
+def _prepared(
+    gramian: torch.Tensor, reg_eps: float
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """A square root of the normalised Gramian of the non-zero gradients, that Gramian, and the
+    indices of those gradients (a zero gradient constrains nothing: its weight stays at ``u``)."""
     Mn, s = normalized(gramian.cpu().numpy())
-    if s == 0.0:
-        return None, Mn
+    d = np.diag(Mn)
+    nz = np.flatnonzero(d > 1e-20 * (d.max() if d.size else 0.0))
+    if s == 0.0 or nz.size == 0:
+        return None, Mn, nz
+    Ms = Mn[np.ix_(nz, nz)]
     if reg_eps:
-        Mn = Mn + reg_eps * np.eye(Mn.shape[0])
-    return psd_factor(Mn), Mn
+        Ms = Ms + reg_eps * np.eye(nz.size)
+    return psd_factor(Ms), Ms, nz
 
 
 def _pref(pref: Sequence[float] | None, tasks: torch.Tensor) -> np.ndarray:
@@ -72,18 +79,21 @@ class UPGrad(GramianBalancer):
 
     def gramian_weights(self, gramian: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         p = _pref(self.pref, tasks)
-        A, Mn = _prepared(gramian, self.reg_eps)
+        A, Ms, nz = _prepared(gramian, self.reg_eps)
+        w = p.copy()
         if A is None:
-            return torch.from_numpy(p)
-        k = len(p)
-        w = np.zeros(k)
-        conflict_free = Mn >= 0  # column i all ≥ 0: g_i already in the dual cone
-        for i in range(k):
-            if p[i] == 0:
+            return torch.from_numpy(w)
+        ps = p[nz]
+        n = nz.size
+        ws = np.zeros(n)
+        conflict_free = (Ms >= 0).all(axis=0)  # g_i conflicts with no task: π(g_i) = g_i
+        for i in range(n):
+            if ps[i] == 0:
                 continue
-            u = np.zeros(k)
-            u[i] = p[i]
-            w += u if conflict_free[:, i].all() else project_dual_cone(A, u)
+            u = np.zeros(n)
+            u[i] = ps[i]
+            ws += u if conflict_free[i] else project_dual_cone(A, u)
+        w[nz] = ws
         return torch.from_numpy(w)
 
 
@@ -122,7 +132,9 @@ class DualProj(GramianBalancer):
 
     def gramian_weights(self, gramian: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         p = _pref(self.pref, tasks)
-        A, Mn = _prepared(gramian, self.reg_eps)
-        if A is None or np.all(Mn @ p >= 0):
-            return torch.from_numpy(p)
-        return torch.from_numpy(project_dual_cone(A, p))
+        A, Ms, nz = _prepared(gramian, self.reg_eps)
+        w = p.copy()
+        if A is None or np.all(Ms @ p[nz] >= 0):
+            return torch.from_numpy(w)
+        w[nz] = project_dual_cone(A, p[nz])
+        return torch.from_numpy(w)

@@ -89,7 +89,8 @@ class MoCo(GradientBalancer):
         if self.normalize:
             losses = self._losses if self._losses is not None else torch.ones(k_all)
             norms = G.norm(dim=1, keepdim=True)
-            h = G / (norms + 1e-8) * losses.to(G)[tasks].reshape(-1, 1)
+            unit = torch.where(norms > 0, G / norms.clamp(min=1e-300), 0.0)
+            h = unit * losses.to(G)[tasks].reshape(-1, 1)
         beta_t = self.beta / t**self.beta_sigma
         idx = tasks.to(self.tracked.device)
         self.tracked[idx] -= beta_t * (self.tracked[idx] - h)
