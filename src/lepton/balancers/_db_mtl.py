@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lepton.balancers._base import GradientBalancer, register_balancer
+from lepton.balancers._base import GradientBalancer, Mode, register_balancer
 
 
 @register_balancer("db_mtl")
@@ -30,8 +30,8 @@ class DBMTL(GradientBalancer):
         EMA factor ``β`` (LibMTL default 0.9).
     beta_sigma:
         Decay exponent ``σ`` of ``β_t`` (default 0: constant).
-    chunk_size:
-        See :class:`lepton.balancers.GradientBalancer`.
+    mode, chunk_size:
+        See :class:`lepton.balancers.GradientBalancer` (``"params"`` only).
     """
 
     kind = "loss"
@@ -39,9 +39,13 @@ class DBMTL(GradientBalancer):
     lazy_buffers = ("tracked",)
 
     def __init__(
-        self, beta: float = 0.9, beta_sigma: float = 0.0, chunk_size: int | None = None
+        self,
+        beta: float = 0.9,
+        beta_sigma: float = 0.0,
+        mode: Mode = "params",
+        chunk_size: int | None = None,
     ) -> None:
-        super().__init__("params", chunk_size)
+        super().__init__(mode, chunk_size)
         if not 0 <= beta < 1:
             raise ValueError("beta must be in [0, 1)")
         self.beta = float(beta)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lepton.balancers._base import GradientBalancer, register_balancer
+from lepton.balancers._base import GradientBalancer, Mode, register_balancer
 from lepton.balancers._solvers import project_simplex
 
 
@@ -38,8 +38,8 @@ class MoCo(GradientBalancer):
         ℓ2 regularisation of the ``λ`` sub-problem (0).
     normalize:
         Rescale each task gradient to norm ``L_k`` before tracking (authors' code: yes).
-    chunk_size:
-        See :class:`lepton.balancers.GradientBalancer`.
+    mode, chunk_size:
+        See :class:`lepton.balancers.GradientBalancer` (``"params"`` only).
     """
 
     modes = ("params",)
@@ -53,9 +53,10 @@ class MoCo(GradientBalancer):
         gamma_sigma: float = 0.5,
         rho: float = 0.0,
         normalize: bool = True,
+        mode: Mode = "params",
         chunk_size: int | None = None,
     ) -> None:
-        super().__init__("params", chunk_size)
+        super().__init__(mode, chunk_size)
         if not (0 < beta <= 1) or gamma <= 0 or rho < 0:
             raise ValueError("need 0 < beta <= 1, gamma > 0, rho >= 0")
         self.beta, self.beta_sigma = float(beta), float(beta_sigma)

@@ -31,7 +31,6 @@ def _in_meta(node: Node, i: int):
 # its inputs need a gradient; it returns one batched gradient per input (None where not needed).
 def _addmm(node: Node, g: torch.Tensor, need: list[bool]) -> list[Grad]:
     alpha, beta = node._saved_alpha, node._saved_beta
-    k, b, o = g.shape
     out: list[Grad] = [None, None, None]
     if need[0]:
         out[0] = g if beta == 1 else g * beta
@@ -54,7 +53,6 @@ def _weight_grad(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 def _mm(node: Node, g: torch.Tensor, need: list[bool]) -> list[Grad]:
-    k, b, o = g.shape
     out: list[Grad] = [None, None]
     if need[0]:
         out[0] = torch.matmul(g, node._saved_mat2.transpose(0, 1))
