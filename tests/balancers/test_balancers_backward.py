@@ -1,5 +1,5 @@
-"""``balancer.backward`` writes the right ``.grad`` on every route (representation gradients from one
-backward, the layer-wise trunk Jacobian, the general batched Jacobian), handles tasks without
+"""``balancer.backward`` writes the right ``.grad`` on every route (representation gradients from
+one backward, the layer-wise trunk Jacobian, the general batched Jacobian), handles tasks without
 labels, reduces to plain gradient descent for one task, and keeps its state across checkpoints.
 """
 
@@ -80,7 +80,8 @@ def _reference(name: str, mode: str, fusion: bool = False):
         torch.manual_seed(7)
         upd, _ = b.combine(G, (G @ G.T).double(), torch.arange(K))
         shared_grads = [
-            u.view_as(p) for u, p in zip(upd.split([p.numel() for p in shared]), shared)
+            u.view_as(p)
+            for u, p in zip(upd.split([p.numel() for p in shared]), shared, strict=True)
         ]
     hs = b.head_scale
     head_obj = ell.sum() if hs is None else (hs.to(ell) * ell).sum()
@@ -187,7 +188,7 @@ def test_losses_as_a_list_work_too() -> None:
 
 def test_features_mode_needs_features() -> None:
     net, x, y = _setup()
-    z, losses = _losses(net, x, y)
+    _, losses = _losses(net, x, y)
     with pytest.raises(ConfigError, match="needs the shared representation"):
         create("mgda", mode="features").backward(losses, net.trunk.parameters())
 

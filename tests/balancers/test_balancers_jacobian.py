@@ -154,7 +154,7 @@ def test_losses_not_built_per_task_are_not_clean() -> None:
 
 @pytest.mark.parametrize("chunk", [None, 1, 2])
 def test_general_jacobian_matches_rows(chunk: int | None) -> None:
-    trunk, heads, z, losses = _heads_model()
+    trunk, _, _, losses = _heads_model()
     params = list(trunk.parameters())
     expected = torch.stack(
         [
