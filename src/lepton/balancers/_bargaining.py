@@ -14,32 +14,13 @@ import numpy as np
 import torch
 
 from lepton.balancers._base import GramianBalancer, Mode, register_balancer
-from lepton.balancers._solvers import newton_barrier, normalized
+from lepton.balancers._solvers import normalized, power_weights
 
 
 def fair_weights(Mn: np.ndarray, alpha: float, start: np.ndarray | None = None) -> np.ndarray:
-    """Solve ``Mn w = w^(-1/α)`` (``Mn`` normalised), a tiny ridge keeps it finite when the
+    """Solve ``Mn w = w^(-1/α)`` (``Mn`` normalised); a tiny ridge keeps it finite when the
     gradients are linearly dependent."""
-    k = Mn.shape[0]
-    p = 1.0 / alpha
-    if abs(alpha - 1.0) < 1e-12:
-
-        def phi(w: np.ndarray) -> np.ndarray:
-            return np.log(w)
-    else:
-
-        def phi(w: np.ndarray) -> np.ndarray:
-            return w ** (1.0 - p) / (1.0 - p)
-
-    def dphi(w: np.ndarray) -> np.ndarray:
-        return w ** (-p)
-
-    def ddphi(w: np.ndarray) -> np.ndarray:
-        return -p * w ** (-p - 1.0)
-
-    if start is None or start.shape != (k,) or not np.all(np.isfinite(start)) or np.any(start <= 0):
-        start = np.ones(k)
-    return newton_barrier(Mn, dphi, ddphi, phi, start)
+    return power_weights(Mn, 1.0 / alpha, start)
 
 
 @register_balancer("nash_mtl")
@@ -99,16 +80,14 @@ class NashMTL(GramianBalancer):
     def gramian_weights(self, gramian: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         if self.num_tasks is None:
             self.setup(gramian.shape[0])
-        idx = tasks.cpu()
+        idx = tasks.cpu().numpy()
         step = int(self.steps)
-        self.steps += 1
-        alpha_all = self.alpha.cpu()
+        self.steps.add_(1)
+        alpha = self.alpha.cpu().numpy().copy()
         if step % self.update_weights_every == 0:
-            alpha_all[idx] = torch.from_numpy(
-                self.solve(gramian, alpha_all[idx].numpy() if step else None)
-            )
-            self.alpha.copy_(alpha_all)
-        return alpha_all[idx]
+            alpha[idx] = self.solve(gramian, alpha[idx] if step else None)
+            self.alpha.copy_(torch.from_numpy(alpha))
+        return torch.from_numpy(alpha[idx])
 
     def combine(
         self, G: torch.Tensor, gramian: torch.Tensor, tasks: torch.Tensor

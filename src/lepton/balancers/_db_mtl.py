@@ -66,7 +66,7 @@ class DBMTL(GradientBalancer):
         k_all = int(self.num_tasks or G.shape[0])
         if self.tracked.shape != (k_all, G.shape[1]) or self.tracked.dtype != G.dtype:
             self.tracked = G.new_zeros(k_all, G.shape[1])
-        self.steps += 1
+        self.steps.add_(1)
         if G.shape[0] == 0:
             return G.new_zeros(G.shape[1]), G.new_zeros(0)
         beta_t = self.beta / int(self.steps) ** self.beta_sigma

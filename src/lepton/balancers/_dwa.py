@@ -64,6 +64,6 @@ class DynamicWeightAverage(LossWeighting):
         )
         self.history[0] = self.history[1]
         self.history[1] = mean
-        self.epochs += 1
+        self.epochs.add_(1)
         self.loss_sum.zero_()
         self.loss_count.zero_()

@@ -78,7 +78,7 @@ class FAMO(LossWeighting):
         z = torch.softmax(self.logits, dim=0)
         grad = z * (delta - (z * delta).sum()) + self.gamma * self.logits
         # one Adam step (betas 0.9, 0.999, eps 1e-8), as torch.optim.Adam with weight_decay
-        self.adam_t += 1
+        self.adam_t.add_(1)
         t = int(self.adam_t)
         self.adam_m.mul_(0.9).add_(grad, alpha=0.1)
         self.adam_v.mul_(0.999).addcmul_(grad, grad, value=0.001)

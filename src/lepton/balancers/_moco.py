@@ -84,7 +84,7 @@ class MoCo(GradientBalancer):
         k_all = self.lambd.shape[0]
         if self.tracked.shape != (k_all, G.shape[1]) or self.tracked.dtype != G.dtype:
             self.tracked = G.new_zeros(k_all, G.shape[1])
-        self.steps += 1
+        self.steps.add_(1)
         t = int(self.steps)
         h = G
         if self.normalize:

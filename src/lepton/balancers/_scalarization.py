@@ -153,7 +153,7 @@ class SmoothTchebycheff(LossWeighting):
         return n * self.mu * torch.logsumexp(z, dim=0)
 
     def end_epoch(self) -> None:
-        self.epochs += 1
+        self.epochs.add_(1)
         if int(self.epochs) == self.warmup_epochs:
             mean = self.loss_sum / self.loss_count.clamp(min=1)
             self.nadir.copy_(torch.where(self.loss_count > 0, mean, torch.ones_like(mean)))
