@@ -47,8 +47,8 @@ def _addmm(node: Node, g: torch.Tensor, need: list[bool]) -> list[Grad]:
 def _weight_grad(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """``aᵀ δ_k`` for every k, shape (K, in, out), as a transposed view of the contiguous
     ``δ_kᵀ a`` (K, out, in): after the TBackward of ``nn.Linear`` it needs no copy."""
-    k, b, o = g.shape
-    wt = torch.mm(g.transpose(1, 2).reshape(k * o, b), a).view(k, o, a.shape[1])
+    k, b, _ = g.shape
+    wt = torch.bmm(g.transpose(1, 2), a.expand(k, b, a.shape[1]))  # no copy of δ
     return wt.transpose(1, 2)
 
 
