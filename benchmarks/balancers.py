@@ -1,7 +1,7 @@
 """Speed and memory of every balancing method against a plain PyTorch step, in the same run.
 
 Setup (issue 3): a hard-parameter-sharing MLP (input 64 → 256 → 256, ReLU), K linear heads
-256 → 10 with cross-entropy, batch 256, Adam, ``torch.set_num_threads(2)``, K ∈ {2, 8, 32}. For every
+256 → 10 with cross-entropy, batch 256, Adam, ``torch.set_num_threads(2)``, K ∈ {2, 8, 32}. For each
 method and mode, steps of the method and of the plain equal-weight step (``sum(losses).backward()``
 on the same architecture) alternate, so that machine noise hits both alike; the medians over the
 measured steps give ``ms_per_step`` and ``ratio_to_plain``. ``peak_mb`` is the peak of the memory
@@ -46,7 +46,8 @@ IN, HIDDEN, CLASSES, BATCH = 64, 256, 10, 256
 
 #: LibMTL (git HEAD) and torchjd 0.18 on this setup at K = 8, as measured for the issue
 REFERENCE = {
-    "LibMTL": "4–7× for MGDA, PCGrad, GradVac, IMTL, CAGrad, UPGrad, DB-MTL; 14× Nash-MTL; 1.7× FAMO",
+    "LibMTL": "4–7× for MGDA, PCGrad, GradVac, IMTL, CAGrad, UPGrad, DB-MTL; 14× Nash-MTL; "
+    "1.7× FAMO",
     "torchjd 0.18 (mtl_backward)": "2.5× UPGrad, DualProj; 2.9–3.7× IMTL-G, PCGrad, MGDA, CAGrad; "
     "15× Nash-MTL",
 }

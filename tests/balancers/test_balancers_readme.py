@@ -20,7 +20,7 @@ def _example() -> str:
 
 def test_readme_training_loop_runs(capsys) -> None:
     namespace: dict = {}
-    exec(compile(_example(), str(README), "exec"), namespace)  # noqa: S102 - our own README
+    exec(compile(_example(), str(README), "exec"), namespace)  # our own README
     balancer = namespace["balancer"]
     assert balancer.last_weights.shape == (3,) and torch.isfinite(balancer.last_weights).all()
     assert balancer.last_cosines.shape == (3, 3)
