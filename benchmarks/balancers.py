@@ -178,7 +178,8 @@ def write_markdown(rows: list[dict], path: Path, meta: dict) -> None:
         lines += [
             f"## K = {k}",
             "",
-            "| method | mode | ms/step | plain ms/step | ratio | target | peak MB | plain peak MB |",
+            "| method | mode | ms/step | plain ms/step | ratio | target | peak MB "
+            "| plain peak MB |",
             "|---|---|---:|---:|---:|---|---:|---:|",
         ]
         for r in sorted((r for r in rows if r["k"] == k), key=lambda r: (r["mode"], r["method"])):
