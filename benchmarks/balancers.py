@@ -19,7 +19,9 @@ Writes ``benchmarks/results/balancers.json`` (a list of rows ``{"method", "k", "
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import statistics
 import sys
@@ -90,11 +92,25 @@ def make_step(k: int, method: str | None, mode: str | None, seed: int = 0) -> Ca
     return step
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """The profiler's C++ side prints start/stop lines on stderr: hide them."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def peak_mb(step: Callable[[], None]) -> float:
     """Peak memory (MiB) held by tensors allocated during one step."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     events = sorted(
         (e.time_range.start, e.cpu_memory_usage) for e in prof.events() if e.cpu_memory_usage
