@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from balancer_matrices import cases, full_rank_cases, random
 
 from lepton.balancers import GradientBalancer, available, balancer_class, create
+
+from .balancer_matrices import cases, full_rank_cases, random
 
 GRADIENT = sorted(n for n in available() if issubclass(balancer_class(n), GradientBalancer))
 RANDOMISED = {"pcgrad", "gradvac", "graddrop"}

@@ -238,7 +238,7 @@ def test_gradnorm_update_rule() -> None:
         torch.testing.assert_close(p.grad, e)
     # renormalised to Σw = K before the next step
     b.transform(l1.detach())
-    assert float(b.loss_weights.sum()) == pytest.approx(K)
+    assert float(b.loss_weights.detach().sum()) == pytest.approx(K)
 
 
 def test_db_mtl_update_rule() -> None:

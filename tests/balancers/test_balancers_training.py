@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 import torch
 
-from conftest import run_cli
 from lepton import MultiTaskModel, Trainer, config_from_dict, prepare_data
 from lepton.data.tensors import BatchLoader
 from lepton.jacobian import trace_tasks
 from lepton.train import TrainingInterrupted
+
+from ..conftest import run_cli
 
 
 def _epochs(run_dir: Path) -> list[dict[str, Any]]:

@@ -237,9 +237,13 @@ class GradientBalancer(Balancer):
 
         ``gramian`` is ``G Gᵀ`` (float64), ``tasks`` the task index of each row (for methods with
         per-task state). Returns the update and the weights it applied (``None`` if the update is
-        not a combination of the rows).
+        not a combination of the rows). A subclass may implement :meth:`aggregate` instead.
         """
-        raise NotImplementedError
+        if type(self).aggregate is GradientBalancer.aggregate:
+            raise NotImplementedError(
+                f"{type(self).__name__} implements neither combine nor aggregate"
+            )
+        return self.aggregate(G), None
 
     def combine_features(
         self,

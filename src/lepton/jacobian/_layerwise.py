@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.autograd.graph import Node, get_gradient_edge
 
+from lepton.jacobian._batched import _flat
+
 Grad = torch.Tensor | None
 Rule = Callable[[Node, torch.Tensor, list[bool]], list[Grad]]
 
@@ -390,19 +392,13 @@ def _vmap(features: torch.Tensor, grads: torch.Tensor, params: list[torch.Tensor
             is_grads_batched=True,
             retain_graph=True,
             allow_unused=True,
-            materialize_grads=True,
         )
-        return torch.cat([g.reshape(k, -1) for g in gs], dim=1)
+        return _flat(gs, params, k, grads)
     except RuntimeError:
         rows = []
         for t in range(k):
             gs = torch.autograd.grad(
-                features,
-                params,
-                grad_outputs=grads[t],
-                retain_graph=True,
-                allow_unused=True,
-                materialize_grads=True,
+                features, params, grad_outputs=grads[t], retain_graph=True, allow_unused=True
             )
-            rows.append(torch.cat([g.reshape(1, -1) for g in gs], dim=1))
+            rows.append(_flat(gs, params, 1, grads))
         return torch.cat(rows)
