@@ -286,17 +286,17 @@ class GradientBalancer(Balancer):
         k = vec.shape[0]
         self._check_k(k)
         shared = [p for p in shared_params if p.requires_grad]
+        if features is not None and not features.requires_grad:
+            features = None  # nothing below it to train
         mode = self.mode
         if mode == "auto":
             mode = "features" if features is not None else "params"
         if mode == "features" and features is None:
             raise ConfigError(
                 f"balancer ({self.name or type(self).__name__}): mode 'features' needs the shared "
-                "representation (backward(..., features=z)); this model has none (not hard "
-                "sharing), use mode: params"
+                "representation (backward(..., features=z), requiring grad); this model has none "
+                "(not hard sharing), use mode: params"
             )
-        if features is not None and not features.requires_grad:
-            features = None
         tasks = _valid_tasks(valid, k, vec.device)
         self.head_scale = None
         ell = self.transform(vec, valid)
