@@ -151,24 +151,38 @@ class Predictor:
         return out
 
     def predict_records(
-        self, records: Sequence[Mapping[str, Any]], tasks: Sequence[str] | None = None
+        self,
+        records: Sequence[Mapping[str, Any]] | pd.DataFrame,
+        tasks: Sequence[str] | None = None,
     ) -> list[dict[str, dict[str, Any]]]:
-        """Per record ``{task: {"label", "probabilities"} | {"value"}}``, plain Python values."""
-        df = pd.DataFrame.from_records(list(records))
+        """Per record ``{task: {"label", "probabilities"} | {"value"}}``, plain Python values.
+
+        ``records`` is a sequence of mappings (feature name → value) or a DataFrame.
+        Probabilities map each class (or label) name, as text, to its probability; a value is a
+        number, or a list for a multi-output regression task.
+        """
+        df = (
+            records
+            if isinstance(records, pd.DataFrame)
+            else pd.DataFrame.from_records(list(records))
+        )
         decoded = self.decoded(df, tasks, source="records")
         out: list[dict[str, dict[str, Any]]] = [{} for _ in range(len(df))]
         for name, d in decoded.items():
             task = self.tasks[name]
-            for i in range(len(df)):
-                if "value" in d:
-                    v = d["value"][i].tolist()
-                    out[i][name] = {"value": v[0] if len(v) == 1 else v}
-                else:
-                    probs = d["probabilities"][i].tolist()
-                    out[i][name] = {
-                        "label": _plain(d["label"][i]),
-                        "probabilities": dict(zip(map(str, task.labels), probs, strict=True)),
-                    }
+            if "value" in d:
+                values = d["value"].tolist()
+                single = task.output_dim == 1
+                for row, v in zip(out, values, strict=True):
+                    row[name] = {"value": v[0] if single else v}
+                continue
+            keys = [str(label) for label in task.labels]
+            probs = d["probabilities"].tolist()
+            for row, label, p in zip(out, d["label"], probs, strict=True):
+                row[name] = {
+                    "label": _plain(label),
+                    "probabilities": dict(zip(keys, p, strict=True)),
+                }
         return out
 
 

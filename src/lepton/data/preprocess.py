@@ -77,21 +77,29 @@ def require_columns(
         )
 
 
+def _numeric_values(series: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(values, not_numeric, infinite)``: float64 values (NaN where missing or bad) and the
+    masks of the rows holding a non-numeric text or an infinite number."""
+    if pd.api.types.is_bool_dtype(series):
+        values = series.astype("float64").to_numpy()
+        no = np.zeros(len(series), dtype=bool)
+        return values, no, no
+    coerced = pd.to_numeric(series, errors="coerce")
+    bad = (coerced.isna() & series.notna() & (series.astype(str).str.strip() != "")).to_numpy()
+    out = coerced.to_numpy(dtype="float64", na_value=np.nan)
+    return out, bad, np.isinf(out)
+
+
 def numeric_column(series: pd.Series, source: str | None, what: str = "numeric") -> np.ndarray:
     """A column as float64, NaN where missing; an error naming the row for a non-numeric value."""
-    if pd.api.types.is_bool_dtype(series):
-        return series.astype("float64").to_numpy()
-    values = pd.to_numeric(series, errors="coerce")
-    bad = values.isna() & series.notna() & (series.astype(str).str.strip() != "")
+    out, bad, inf = _numeric_values(series)
     if bad.any():
-        idx = bad.to_numpy().nonzero()[0][0]
+        idx = bad.nonzero()[0][0]
         row = series.index[idx]
         raise DataError(
             f"{_where(source)}column '{series.name}' must be {what}, but row "
             f"{_row_number(row)} holds {series.iloc[idx]!r}"
         )
-    out = values.to_numpy(dtype="float64", na_value=np.nan)
-    inf = np.isinf(out)
     if inf.any():
         idx = inf.nonzero()[0][0]
         raise DataError(
@@ -246,6 +254,39 @@ class Preprocessor:
             cat[:, j] = [MISSING_INDEX if k is None else lookup.get(k, UNKNOWN_INDEX) for k in keys]
         return {"numeric": torch.from_numpy(num), "categorical": torch.from_numpy(cat)}
 
+    def invalid_rows(self, df: pd.DataFrame) -> pd.Series:
+        """The rows :meth:`transform` would reject, with the reason (indexed like ``df``).
+
+        A numeric feature holding text that is not a number, or an infinite number, makes a row
+        invalid; a missing value does not (it is imputed). Only the feature columns are checked,
+        and they must exist (see :meth:`transform`).
+
+        Examples
+        --------
+        >>> pre = Preprocessor(["x"], [], [0.0], [1.0], {}, [], {})
+        >>> pre.invalid_rows(pd.DataFrame({"x": ["1.5", "abc", None]})).to_dict()
+        {1: "column 'x' must be numeric, but holds 'abc'"}
+        """
+        require_columns(df, self.feature_columns, None, "feature")
+        reasons: dict[Any, str] = {}
+        for col in self.numeric:
+            series = df[col]
+            _, bad, inf = _numeric_values(series)
+            for i in (bad | inf).nonzero()[0]:
+                label = series.index[i]
+                if label in reasons:
+                    continue
+                value = series.iloc[i]
+                reasons[label] = (
+                    f"column '{col}' must be numeric, but holds {value!r}"
+                    if bad[i]
+                    else f"column '{col}' holds an infinite value"
+                )
+        if not reasons:
+            return pd.Series([], index=df.index[:0], dtype=object)
+        order = [label for label in df.index if label in reasons]
+        return pd.Series([reasons[k] for k in order], index=order, dtype=object)
+
     def unknown_categories(self, df: pd.DataFrame) -> dict[str, int]:
         """Per categorical column, how many rows hold a value never seen in training."""
         out = {}
@@ -298,11 +339,27 @@ class Preprocessor:
             ],
             "targets": {name: info.to_dict() for name, info in self.targets.items()},
             "rules": {
-                "numeric": "(x - mean) / std; a missing value becomes 0",
+                "inputs": "model inputs are two tensors with one row per record: 'numeric', "
+                "float32 (rows, len(numeric)), and 'categorical', int64 (rows, len(categorical)), "
+                "their columns in the order listed here (an input with no columns is left out)",
+                "missing": "a missing value is null/None, NaN, or a text that is empty or blank",
+                "numeric": "(x - mean) / std computed in float64, then float32; a missing value "
+                "becomes 0; a text is parsed as a number, any other text or an infinite number "
+                "is an error",
                 "categorical": "index of the value's text in vocabulary + first_index; "
                 "missing -> missing_index; never seen -> unknown_index; "
                 "integral numbers are written without a decimal point, booleans as true/false",
+                "category_text": "texts are compared exactly (case and inner spaces count); "
+                "a number with an integral value is written as an integer (2007.0 -> '2007'), "
+                "any other number in its shortest round-trip form (0.25 -> '0.25', "
+                "1e-05 -> '1e-05'); true/false for booleans",
                 "regression": "prediction = output * std + mean",
+                "binary": "p = sigmoid(output); the predicted class is classes[1] when "
+                "p >= threshold, else classes[0]; probabilities = [1 - p, p]",
+                "multiclass": "probabilities = softmax(output); the predicted class is "
+                "classes[argmax]",
+                "multilabel": "p_j = sigmoid(output_j) for each label column j; the predicted "
+                "labels are the columns with p_j >= threshold",
             },
         }
 
