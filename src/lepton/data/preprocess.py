@@ -80,10 +80,12 @@ def require_columns(
 def _numeric_values(series: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(values, not_numeric, infinite)``: float64 values (NaN where missing or bad) and the
     masks of the rows holding a non-numeric text or an infinite number."""
+    no = np.zeros(len(series), dtype=bool)
     if pd.api.types.is_bool_dtype(series):
-        values = series.astype("float64").to_numpy()
-        no = np.zeros(len(series), dtype=bool)
-        return values, no, no
+        return series.astype("float64").to_numpy(), no, no
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_complex_dtype(series):
+        out = series.to_numpy(dtype="float64", na_value=np.nan)  # already numbers: no parsing
+        return out, no, np.isinf(out)
     coerced = pd.to_numeric(series, errors="coerce")
     bad = (coerced.isna() & series.notna() & (series.astype(str).str.strip() != "")).to_numpy()
     out = coerced.to_numpy(dtype="float64", na_value=np.nan)
