@@ -35,23 +35,40 @@ def decode(task: Task, raw: torch.Tensor, pre: Preprocessor) -> dict[str, Any]:
     raw = raw.detach().float().cpu()
     if task.kind == "binary":
         p = torch.sigmoid(raw.reshape(-1)).numpy()
-        classes = list(task.labels)
-        labels = [classes[1] if v >= task.threshold else classes[0] for v in p]
+        labels = _objects(task.labels)[(p >= task.threshold).astype(np.intp)].tolist()
         return {"label": labels, "probabilities": np.stack([1.0 - p, p], axis=1)}
     if task.kind == "multiclass":
         probs = torch.softmax(raw, dim=1).numpy()
-        classes = list(task.labels)
-        return {"label": [classes[i] for i in probs.argmax(axis=1)], "probabilities": probs}
+        labels = _objects(task.labels)[probs.argmax(axis=1)].tolist()
+        return {"label": labels, "probabilities": probs}
     if task.kind == "multilabel":
         probs = torch.sigmoid(raw).numpy()
-        names = list(task.labels)
-        labels = [
-            [n for n, v in zip(names, row, strict=True) if v >= task.threshold] for row in probs
-        ]
-        return {"label": labels, "probabilities": probs}
+        sets, inverse = _label_sets(probs >= task.threshold, task.labels)
+        return {"label": [list(sets[i]) for i in inverse.tolist()], "probabilities": probs}
     info = pre.targets[task.name]
     values = raw.numpy() * np.asarray(info.std) + np.asarray(info.mean)
     return {"value": values}
+
+
+def _objects(values: Sequence[Any]) -> np.ndarray:
+    """A 1-D object array of ``values`` (kept as the Python values they are)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
+
+
+def _label_sets(on: np.ndarray, names: Sequence[Any]) -> tuple[list[list[Any]], np.ndarray]:
+    """For a boolean matrix ``(N, L)``: the distinct label sets and each row's index into them."""
+    if on.shape[0] == 0:
+        return [], np.zeros(0, dtype=np.intp)
+    if on.shape[1] <= 62:  # one integer per row: a fast 1-D unique
+        codes = on.astype(np.int64) @ (np.int64(1) << np.arange(on.shape[1], dtype=np.int64))
+        uniq, inverse = np.unique(codes, return_inverse=True)
+        rows = (uniq[:, None] >> np.arange(on.shape[1], dtype=np.int64)) & 1
+    else:
+        rows, inverse = np.unique(on, axis=0, return_inverse=True)
+    sets = [[n for n, v in zip(names, row, strict=True) if v] for row in rows.tolist()]
+    return sets, inverse.reshape(-1)
 
 
 class Predictor:
@@ -142,10 +159,12 @@ class Predictor:
                 for j, c in enumerate(cols):
                     out[c] = d["value"][:, j]
                 continue
-            labels = d["label"]
-            out[cols[0]] = (
-                ["|".join(map(str, x)) for x in labels] if task.kind == "multilabel" else labels
-            )
+            if task.kind == "multilabel":  # joined once per distinct set of labels
+                sets, inverse = _label_sets(d["probabilities"] >= task.threshold, task.labels)
+                joined = _objects(["|".join(map(str, labels)) for labels in sets])
+                out[cols[0]] = joined[inverse] if len(inverse) else []
+            else:
+                out[cols[0]] = d["label"]
             for j, c in enumerate(cols[1:]):
                 out[c] = d["probabilities"][:, j]
         return out

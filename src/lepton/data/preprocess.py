@@ -52,6 +52,32 @@ def category_key(value: Any) -> str | None:
     return text if text.strip() else None
 
 
+def category_indices(series: pd.Series, lookup: Mapping[str, int]) -> np.ndarray:
+    """Each value's index: ``lookup[category_key(value)]``, :data:`MISSING_INDEX` for a missing
+    value, :data:`UNKNOWN_INDEX` for a value not in ``lookup``.
+
+    Typed columns (numbers, text, booleans) are keyed once per distinct value; a column of mixed
+    Python objects value by value (a hash table would merge ``True`` and ``1``).
+
+    Examples
+    --------
+    >>> category_indices(pd.Series([2007.0, None, 2008.0, 1999.0]), {"2007": 2, "2008": 3})
+    array([2, 1, 3, 0])
+    """
+
+    def index(value: Any) -> int:
+        key = category_key(value)
+        return MISSING_INDEX if key is None else lookup.get(key, UNKNOWN_INDEX)
+
+    if series.dtype == object:
+        return np.fromiter(map(index, series.tolist()), dtype=np.int64, count=len(series))
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    if len(uniques) == 0:
+        return np.full(len(series), MISSING_INDEX, dtype=np.int64)
+    table = np.fromiter(map(index, uniques), dtype=np.int64, count=len(uniques))
+    return np.where(codes < 0, MISSING_INDEX, table[codes]).astype(np.int64)
+
+
 def python_value(value: Any) -> Any:
     """A numpy/pandas scalar as a plain JSON-ready Python value."""
     if isinstance(value, np.generic):
@@ -251,9 +277,7 @@ class Preprocessor:
             num[:, j] = np.where(np.isnan(z), 0.0, z)
         cat = np.zeros((n, len(self.categorical)), dtype="int64")
         for j, col in enumerate(self.categorical):
-            lookup = self._lookup[col]
-            keys = [category_key(v) for v in df[col].tolist()]
-            cat[:, j] = [MISSING_INDEX if k is None else lookup.get(k, UNKNOWN_INDEX) for k in keys]
+            cat[:, j] = category_indices(df[col], self._lookup[col])
         return {"numeric": torch.from_numpy(num), "categorical": torch.from_numpy(cat)}
 
     def invalid_rows(self, df: pd.DataFrame) -> pd.Series:
@@ -294,9 +318,7 @@ class Preprocessor:
         out = {}
         for col in self.categorical:
             if col in df.columns:
-                lookup = self._lookup[col]
-                keys = [category_key(v) for v in df[col].tolist()]
-                n = sum(1 for k in keys if k is not None and k not in lookup)
+                n = int((category_indices(df[col], self._lookup[col]) == UNKNOWN_INDEX).sum())
                 if n:
                     out[col] = n
         return out
