@@ -280,6 +280,10 @@ def run_setup(
 
 
 # --------------------------------------------------------------------------- report
+def _num(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.1f}"
+
+
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     k = meta["K"]
     out = [
@@ -306,7 +310,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "cores.",
         "",
         "| setup | clients | requests/s | records/s (all tasks) | p50 ms | p95 ms | p99 ms "
-        "| errors | server CPU ms / 1000 records | mean micro-batch |",
+        "| errors | server CPU ms / 1000 records | mean micro-batch (records) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -314,7 +318,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"| {r['setup']} | {r['clients']} | {r['requests_per_s']:.0f} | "
             f"{r['records_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
             f"{r['p99_ms']:.1f} | {r['errors']} | {r['server_cpu_ms_per_1000_records']:.0f} | "
-            f"{r['mean_batch_records']:.1f} |"
+            f"{_num(r['mean_batch_records'])} |"
         )
     out += ["", "Records with all tasks per second, multi-task / single-task services:", ""]
     by = {(r["setup"], r["clients"]): r for r in rows}
@@ -326,6 +330,14 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"- {c} clients, one worker process each: **{ratio:.2f}×** (target ≥ 0.7 × K = "
             f"{0.7 * k:.1f}×: {verdict}); p99 latency {a['p99_ms']:.1f} ms vs {b['p99_ms']:.1f} ms"
         )
+        cpu_a = a["server_cpu_ms_per_1000_records"]
+        cpu_b = b["server_cpu_ms_per_1000_records"]
+        if cpu_a and not math.isnan(cpu_a) and not math.isnan(cpu_b):
+            out.append(
+                f"- {c} clients: server CPU per record {cpu_b / cpu_a:.1f}× lower for the "
+                "multi-task service (CPU time is less sensitive than throughput to the other load "
+                "on the machine)"
+            )
         w = by.get(("multi-task, 2 workers", c))
         if w is not None and b["records_per_s"]:
             out.append(

@@ -322,7 +322,7 @@ def serve(
     host: Annotated[
         str, typer.Option("--host", help="Interface to bind (default: loopback only).")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 1,
     token_file: Annotated[
         Path | None,

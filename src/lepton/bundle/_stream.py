@@ -226,11 +226,12 @@ def predict_file(
         raise DataError(f"on_error must be 'stop' or 'skip', got {on_error!r}")
     if chunk_rows < 1:
         raise DataError(f"chunk_rows must be a positive number of rows, got {chunk_rows}")
+    input, output = Path(input), Path(output)
+    table_format(input)
+    table_format(output)
     predictor = bundle if isinstance(bundle, Predictor) else _as_bundle(bundle).predictor()
     pre = predictor.preprocessor
     names = predictor.check_tasks(tasks)
-    input, output = Path(input), Path(output)
-    table_format(output)
     errors_file = None
     if on_error == "skip":
         errors_file = Path(errors_path) if errors_path is not None else default_errors_path(output)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 import torch
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
@@ -227,8 +227,6 @@ def create_app(bundle: Bundle | str | Path, settings: ServeSettings | None = Non
         return JSONResponse(status_code=500, content={"detail": "internal error"})
 
     def _security_dependencies() -> list[Any]:
-        from fastapi import Depends
-
         return [Depends(b) for b in bearer]
 
     def _warnings(records: Sequence[dict[str, Any]]) -> list[str]:
