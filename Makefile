@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.lepton-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup quickstart test lint format bench clean
+.PHONY: setup quickstart test lint format docs clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,9 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+docs: setup
+	$(PY) -m lepton._docgen > docs/configuration.md
 
 clean:
 	rm -rf runs .pytest_cache build dist src/*.egg-info

@@ -22,7 +22,7 @@ import httpx
 import pandas as pd
 from filelock import FileLock
 
-from conftest import ROOT, cli_env
+from .conftest import ROOT, cli_env
 
 FUSION_CONFIG: dict[str, Any] = {
     "data": {"dataset": "penguins", "split": {"val": 0.15, "test": 0.2, "seed": 0}},

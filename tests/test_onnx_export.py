@@ -14,12 +14,13 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_cli
 from lepton import Bundle
 from lepton.bundle import _onnx as onnx_module
 from lepton.bundle import export_onnx, sample_records, verify_onnx
 from lepton.errors import DataError, ExportError
-from serving_support import fusion_bundle, penguin_frame
+
+from .conftest import run_cli
+from .serving_support import fusion_bundle, penguin_frame
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, cli_env
 from lepton._optional import require
 from lepton.errors import MissingDependencyError
+
+from .conftest import ROOT, cli_env
 
 
 def test_require_names_the_extra() -> None:

@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from conftest import run_cli
 from lepton import Bundle
 from lepton.bundle import predict_file
 from lepton.errors import DataError
-from serving_support import fusion_bundle, penguin_frame
+
+from .conftest import run_cli
+from .serving_support import fusion_bundle, penguin_frame
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_cli
 from lepton import Bundle
 from lepton.serve import ServeSettings, create_app
-from serving_support import FEATURES, fusion_bundle, penguin_records, running_server
+
+from .conftest import run_cli
+from .serving_support import FEATURES, fusion_bundle, penguin_records, running_server
 
 TASKS = ["species", "sex", "body_mass_g"]
 TOKEN = "s3cret-token-for-tests-0123456789"

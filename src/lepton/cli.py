@@ -6,14 +6,14 @@ Every error a user can cause ends as one readable line on stderr and a non-zero 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -32,6 +32,42 @@ app = typer.Typer(
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
+
+
+def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn errors into one line on stderr and a non-zero exit code (1; 130 when interrupted)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = os.environ.get("LEPTON_DEBUG", "") not in ("", "0")
+        try:
+            return fn(*args, **kwargs)
+        except LeptonError as e:
+            if debug:
+                raise
+            err.print(f"error: {e}", markup=False, soft_wrap=True)
+            raise typer.Exit(130 if isinstance(e, _interrupted()) else 1) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+        except Exception as e:
+            if debug:
+                raise
+            err.print(
+                f"internal error: {type(e).__name__}: {e}\n"
+                "(a bug in Lepton: run again with LEPTON_DEBUG=1 for the traceback and report it)",
+                markup=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _interrupted() -> type[Exception]:
+    from lepton.train import TrainingInterrupted
+
+    return TrainingInterrupted
 
 
 def _version_callback(value: bool) -> None:
@@ -94,8 +130,9 @@ def metrics_table(
 
 
 @app.command()
+@_handled
 def train(
-    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="YAML config file.")],
     run_dir: Annotated[
         Path | None, typer.Option("--run-dir", help="Run directory (default: runs/<name>-<time>).")
     ] = None,
@@ -167,8 +204,11 @@ def train(
 
 
 @app.command()
+@_handled
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory or a bundle folder.")],
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR", help="A run directory or a bundle folder.")
+    ],
     data: Annotated[Path, typer.Option("--data", help="Labelled CSV/Parquet file.")],
     as_json: Annotated[bool, typer.Option("--json", help='Print JSON: {"tasks": {...}}.')] = False,
     tasks: Annotated[
@@ -222,9 +262,15 @@ def _split_list(text: str | None) -> list[str] | None:
 
 
 @app.command()
+@_handled
 def predict(
-    bundle: Annotated[Path, typer.Argument(help="A bundle folder (or a run directory).")],
-    input: Annotated[Path, typer.Argument(help="CSV/TSV/Parquet file with the feature columns.")],
+    bundle: Annotated[
+        Path, typer.Argument(metavar="BUNDLE", help="A bundle folder (or a run directory).")
+    ],
+    input: Annotated[
+        Path,
+        typer.Argument(metavar="INPUT", help="CSV/TSV/Parquet file with the feature columns."),
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output CSV/TSV/Parquet file.")],
     tasks: Annotated[
         str | None, typer.Option("--tasks", help="Comma-separated tasks (default: all).")
@@ -276,8 +322,11 @@ def predict(
 
 
 @app.command()
+@_handled
 def export(
-    bundle: Annotated[Path, typer.Argument(help="A bundle folder (or a run directory).")],
+    bundle: Annotated[
+        Path, typer.Argument(metavar="BUNDLE", help="A bundle folder (or a run directory).")
+    ],
     onnx: Annotated[Path, typer.Option("--onnx", help="The ONNX file to write (.onnx).")],
     tasks: Annotated[
         str | None,
@@ -317,8 +366,11 @@ def export(
 
 
 @app.command()
+@_handled
 def serve(
-    bundle: Annotated[Path, typer.Argument(help="A bundle folder (or a run directory).")],
+    bundle: Annotated[
+        Path, typer.Argument(metavar="BUNDLE", help="A bundle folder (or a run directory).")
+    ],
     host: Annotated[
         str, typer.Option("--host", help="Interface to bind (default: loopback only).")
     ] = "127.0.0.1",
@@ -395,6 +447,20 @@ def serve(
 
 
 @app.command()
+@_handled
+def report(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory.")],
+) -> None:
+    """(Re)write a run's report.md / report.html with plots of losses, metrics, task weights
+    and gradient conflict."""
+    from lepton.report import write_report
+
+    path = write_report(run_dir)
+    out.print(f"wrote {path} and {path.with_suffix('.html')}")
+
+
+@app.command()
+@_handled
 def datasets(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -430,31 +496,4 @@ def datasets(
 
 def main(argv: list[str] | None = None) -> Any:
     """Entry point of ``lepton`` and ``python -m lepton``."""
-    debug = os.environ.get("LEPTON_DEBUG", "") not in ("", "0")
-    try:
-        return app(args=argv, prog_name="lepton", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except LeptonError as e:
-        if debug:
-            raise
-        err.print(f"error: {e}", markup=False)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
-    except Exception as e:
-        if debug:
-            raise
-        err.print(
-            f"internal error: {type(e).__name__}: {e}\n"
-            "(a bug in Lepton: run again with LEPTON_DEBUG=1 for the traceback and report it)",
-            markup=False,
-        )
-        sys.exit(1)
+    return app(args=argv, prog_name="lepton")

@@ -31,16 +31,18 @@ class _Strict(BaseModel):
 class FeaturesConfig(_Strict):
     """Input columns: numeric ones are standardised, categorical ones get embeddings."""
 
-    numeric: list[str] = Field(default_factory=list)
-    categorical: list[str] = Field(default_factory=list)
+    numeric: list[str] = Field(default_factory=list, description="numeric feature columns")
+    categorical: list[str] = Field(
+        default_factory=list, description="categorical feature columns (embedded)"
+    )
 
 
 class SplitConfig(_Strict):
     """Random train/val/test split by fraction (used when no separate files are given)."""
 
-    val: float = Field(0.15, ge=0.0, lt=1.0)
-    test: float = Field(0.15, ge=0.0, lt=1.0)
-    seed: int = 0
+    val: float = Field(0.15, ge=0.0, lt=1.0, description="validation fraction")
+    test: float = Field(0.15, ge=0.0, lt=1.0, description="test fraction")
+    seed: int = Field(0, description="seed of the random split")
     stratify: str | None = Field(None, description="task whose labels stratify the split")
 
     @model_validator(mode="after")
@@ -65,9 +67,9 @@ class DataConfig(_Strict):
     dataset: str | None = Field(None, description="a bundled dataset name (`lepton datasets`)")
     path: str | None = Field(None, description="one CSV/Parquet file, split by `split`")
     train: str | None = Field(None, description="a separate training file")
-    val: str | None = None
-    test: str | None = None
-    features: FeaturesConfig | None = None
+    val: str | None = Field(None, description="a separate validation file")
+    test: str | None = Field(None, description="a separate test file")
+    features: FeaturesConfig | None = Field(None, description="default: the dataset's own")
     split: SplitConfig = Field(default_factory=SplitConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
@@ -87,18 +89,26 @@ class DataConfig(_Strict):
 class TaskConfig(_Strict):
     """One task; see :class:`lepton.Task` for the meaning of each field."""
 
-    kind: Literal["binary", "multiclass", "multilabel", "regression"]
-    target: str | list[str] | None = None
-    loss: str | None = None
-    metrics: list[str] | None = None
-    main_metric: str | None = None
-    weight: float = Field(1.0, ge=0.0)
-    classes: list[str | int | float | bool] | None = None
-    threshold: float = Field(0.5, gt=0.0, lt=1.0)
-    fusion: list[str] | None = None
-    fusion_representation: bool = False
-    fusion_detach: bool = False
-    head_hidden: list[int] | None = None
+    kind: Literal["binary", "multiclass", "multilabel", "regression"] = Field(
+        description="what the head predicts"
+    )
+    target: str | list[str] | None = Field(
+        None, description="target column(s); default: the task name"
+    )
+    loss: str | None = Field(None, description="bce, cross_entropy, mse, l1, huber, smooth_l1")
+    metrics: list[str] | None = Field(None, description="default: all of the kind's metrics")
+    main_metric: str | None = Field(None, description="decides Δm and early stopping")
+    weight: float = Field(1.0, ge=0.0, description="static loss weight (`static` balancer)")
+    classes: list[str | int | float | bool] | None = Field(
+        None, description="class labels in output order; default: sorted from the training split"
+    )
+    threshold: float = Field(
+        0.5, gt=0.0, lt=1.0, description="binary/multilabel decision threshold"
+    )
+    fusion: list[str] | None = Field(None, description="tasks whose outputs feed this head")
+    fusion_representation: bool = Field(False, description="a fusion head also reads the trunk")
+    fusion_detach: bool = Field(False, description="keep the fusion loss out of its sources")
+    head_hidden: list[int] | None = Field(None, description="this head's widths (model default)")
 
 
 class ModelConfig(BaseModel):
@@ -106,14 +116,18 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
-    architecture: str = "shared_bottom"
-    hidden: list[int] = Field(default_factory=lambda: [64, 64])
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    batch_norm: bool = True
-    activation: Literal["relu", "gelu", "silu", "tanh", "leaky_relu"] = "relu"
+    architecture: str = Field(
+        "shared_bottom", description="a registered trunk (docs/architectures.md)"
+    )
+    hidden: list[int] = Field(default_factory=lambda: [64, 64], description="trunk layer widths")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout after each trunk layer")
+    batch_norm: bool = Field(True, description="batch norm after each trunk layer")
+    activation: Literal["relu", "gelu", "silu", "tanh", "leaky_relu"] = Field(
+        "relu", description="activation of trunk and heads"
+    )
     embedding_dim: int | None = Field(None, ge=1, description="None: by vocabulary size")
-    head_hidden: list[int] = Field(default_factory=lambda: [32])
-    head_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    head_hidden: list[int] = Field(default_factory=lambda: [32], description="task head widths")
+    head_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout inside task heads")
 
     @field_validator("hidden", "head_hidden")
     @classmethod
@@ -133,7 +147,7 @@ class BalancerConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
-    name: str = "ew"
+    name: str = Field("ew", description="a registered method (docs/balancers.md)")
 
     @property
     def options(self) -> dict[str, Any]:
@@ -143,23 +157,29 @@ class BalancerConfig(BaseModel):
 class SchedulerConfig(_Strict):
     """Learning-rate schedule, stepped once per epoch."""
 
-    name: Literal["none", "cosine", "step", "plateau"] = "none"
-    warmup_epochs: int = Field(0, ge=0)
-    min_lr: float = Field(0.0, ge=0.0)
+    name: Literal["none", "cosine", "step", "plateau"] = Field("none", description="schedule")
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up from lr/(n+1)")
+    min_lr: float = Field(0.0, ge=0.0, description="cosine floor / plateau floor")
     step_size: int = Field(30, ge=1, description="step: epochs between decays")
     gamma: float = Field(0.1, gt=0.0, le=1.0, description="step: decay factor")
     factor: float = Field(0.5, gt=0.0, lt=1.0, description="plateau: decay factor")
     patience: int = Field(10, ge=0, description="plateau: epochs without improvement")
 
+    @model_validator(mode="after")
+    def _warmup(self) -> SchedulerConfig:
+        if self.name == "plateau" and self.warmup_epochs:
+            raise ValueError("warmup_epochs is not available with the plateau schedule")
+        return self
+
 
 class OptimConfig(_Strict):
     """Optimizer, regularisation and learning-rate schedule."""
 
-    name: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0.0)
+    name: Literal["adam", "adamw", "sgd"] = Field("adam", description="optimizer")
+    lr: float = Field(1e-3, gt=0.0, description="learning rate")
     weight_decay: float = Field(0.0, ge=0.0, description="optimizer weight decay (not on biases)")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd only")
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = Field((0.9, 0.999), description="adam/adamw only")
     l1: float = Field(0.0, ge=0.0, description="L1 penalty on weights (not biases/norms)")
     l2: float = Field(0.0, ge=0.0, description="L2 penalty 0.5·λ·‖w‖² on weights")
     grad_clip: float | None = Field(None, gt=0.0, description="max global gradient norm")
@@ -174,33 +194,34 @@ class EarlyStoppingConfig(_Strict):
     is still tracked and restored).
     """
 
-    monitor: str = "auto"
-    patience: int = Field(0, ge=0)
-    min_delta: float = Field(0.0, ge=0.0)
+    monitor: str = Field("auto", description="auto, loss, delta_m or <task>.<metric>")
+    patience: int = Field(0, ge=0, description="epochs without improvement; 0: never stop")
+    min_delta: float = Field(0.0, ge=0.0, description="smallest change that counts")
 
 
 class TrainConfig(_Strict):
     """Training loop settings."""
 
-    epochs: int = Field(50, ge=1)
-    batch_size: int = Field(64, ge=1)
-    eval_batch_size: int = Field(1024, ge=1)
-    seed: int = 0
+    epochs: int = Field(50, ge=1, description="maximum number of epochs")
+    batch_size: int = Field(64, ge=1, description="training batch size")
+    eval_batch_size: int = Field(1024, ge=1, description="evaluation batch size")
+    seed: int = Field(0, description="seeds initialisation, shuffling, dropout, augmentation")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
-    restore_best: bool = True
+    restore_best: bool = Field(True, description="end with the best epoch's weights")
     baselines: bool = Field(False, description="also train single-task baselines and report Δm")
     checkpoint_every: int = Field(1, ge=1, description="epochs between last.pt checkpoints")
-    deterministic: bool = True
-    num_threads: int | None = Field(None, ge=1)
+    deterministic: bool = Field(True, description="torch deterministic algorithms")
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: default)")
 
 
 class LoggingConfig(_Strict):
     """Where runs go and what is shown."""
 
-    runs_dir: str = "runs"
-    run_name: str | None = None
-    progress: bool = True
+    runs_dir: str = Field("runs", description="parent of default run directories")
+    run_name: str | None = Field(None, description="run and bundle name (default: config stem)")
+    progress: bool = Field(True, description="progress bar / periodic lines on stderr")
+    report: bool = Field(True, description="write report.md/.html with plots after training")
     log_every_steps: int = Field(0, ge=0, description="0: one metrics.jsonl line per epoch")
 
 

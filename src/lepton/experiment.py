@@ -7,7 +7,8 @@ This is what ``lepton train`` calls; it is also the shortest Python route::
     print(result.metrics, result.delta_m)
 
 A run directory holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``checkpoints/``,
-``bundle/``, ``results.json``, ``sample_input.csv`` and, with baselines, ``baselines/<task>/``.
+``bundle/``, ``results.json``, ``sample_input.csv``, ``report.md``/``report.html`` with
+``plots/`` and, with baselines, ``baselines/<task>/``.
 """
 
 from __future__ import annotations

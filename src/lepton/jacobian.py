@@ -68,9 +68,8 @@ def jacobian(
                 is_grads_batched=True,
                 retain_graph=keep,
                 allow_unused=True,
-                materialize_grads=True,
             )
-            rows.append(torch.cat([g.reshape(stop - start, -1) for g in grads], dim=1))
+            rows.append(_flat(grads, params, stop - start, vec))
         except RuntimeError:
             for i in range(start, stop):
                 grads = torch.autograd.grad(
@@ -78,10 +77,22 @@ def jacobian(
                     params,
                     retain_graph=keep or i < stop - 1,
                     allow_unused=True,
-                    materialize_grads=True,
                 )
-                rows.append(torch.cat([g.reshape(1, -1) for g in grads], dim=1))
+                rows.append(_flat(grads, params, 1, vec))
     return torch.cat(rows, dim=0)
+
+
+def _flat(
+    grads: Sequence[torch.Tensor | None],
+    params: Sequence[torch.Tensor],
+    rows: int,
+    like: torch.Tensor,
+) -> torch.Tensor:
+    parts = [
+        like.new_zeros((rows, p.numel())) if g is None else g.reshape(rows, -1)
+        for g, p in zip(grads, params, strict=True)
+    ]
+    return torch.cat(parts, dim=1)
 
 
 def pairwise_cosine(G: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -227,8 +227,8 @@ def predict_file(
     if chunk_rows < 1:
         raise DataError(f"chunk_rows must be a positive number of rows, got {chunk_rows}")
     input, output = Path(input), Path(output)
-    table_format(input)
     table_format(output)
+    table_format(input)
     predictor = bundle if isinstance(bundle, Predictor) else _as_bundle(bundle).predictor()
     pre = predictor.preprocessor
     names = predictor.check_tasks(tasks)

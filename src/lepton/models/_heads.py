@@ -59,4 +59,4 @@ class FusionHead(TaskHead):
         if self.uses_representation:
             assert z is not None
             parts.append(z.detach() if self.detach else z)
-        return self.forward(torch.cat(parts, dim=1))
+        return self(torch.cat(parts, dim=1))
