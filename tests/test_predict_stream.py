@@ -35,6 +35,7 @@ def _bad_penguins(path: Path) -> pd.DataFrame:
     df["bill_length_mm"] = df["bill_length_mm"].astype(object)
     df.loc[100, "bill_length_mm"] = "long"  # data row 101, in the 11th chunk of 10 rows
     df.loc[250, "flipper_length_mm"] = np.inf  # data row 251
+    df.loc[300, "bill_depth_mm"] = 1e300  # data row 301: overflows the model's float32 inputs
     df.to_csv(path, index=False)
     return df
 
@@ -99,14 +100,17 @@ def test_skip_writes_bad_rows_with_reasons_to_a_side_file(
         "--on-error", "skip", "--errors-file", side,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
-    assert "skipped 2 bad row(s)" in res.stderr
+    assert "skipped 3 bad row(s)" in res.stderr
     rejects = pd.read_csv(side, dtype={"id": str})
-    assert rejects["row"].tolist() == [101, 251]
-    assert rejects["id"].tolist() == ["0100", "0250"]
-    assert "column 'bill_length_mm' must be numeric, but holds 'long'" in rejects["error"].iloc[0]
-    assert "flipper_length_mm" in rejects["error"].iloc[1] and "infinite" in rejects["error"][1]
+    assert rejects["row"].tolist() == [101, 251, 301]
+    assert rejects["id"].tolist() == ["0100", "0250", "0300"]
+    assert rejects["error"].tolist() == [
+        "column 'bill_length_mm' must be numeric, but holds 'long'",
+        "column 'flipper_length_mm' holds an infinite value",
+        "column 'bill_depth_mm' holds a value too large for the model: 1e+300",
+    ]
     got = pd.read_csv(out, dtype={"id": str})
-    _assert_same(got, expected.drop(index=[100, 250]).reset_index(drop=True))
+    _assert_same(got, expected.drop(index=[100, 250, 300]).reset_index(drop=True))
 
 
 def test_skip_with_clean_input_writes_an_empty_side_file(bundle_dir: Path, tmp_path: Path) -> None:

@@ -159,6 +159,18 @@ def test_wrong_types_name_record_and_field(server: httpx.Client) -> None:
     assert "expected a number or null, got text" in errs[0]["msg"]
 
 
+def test_numbers_too_large_for_the_model_are_422(server: httpx.Client) -> None:
+    records = penguin_records(3)
+    records[1]["bill_depth_mm"] = 1e300  # finite, but not once standardised to float32
+    r = _predict(server, {"records": records})
+    (err,) = _errors(r)
+    assert (err["record"], err["field"], err["type"]) == (1, "bill_depth_mm", "out_of_range")
+    assert (
+        r.json()["error"]
+        == "records[1].bill_depth_mm: numeric feature: 1e+300 is too large for the model"
+    )
+
+
 def test_unknown_task_empty_lists_and_unknown_fields(server: httpx.Client) -> None:
     (err,) = _errors(_predict(server, {"records": penguin_records(1), "tasks": ["sex", "wings"]}))
     assert err["path"] == "tasks[1]" and "unknown task 'wings'" in err["msg"]

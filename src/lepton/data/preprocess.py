@@ -28,6 +28,8 @@ from lepton.tasks import Task
 UNKNOWN_INDEX = 0
 MISSING_INDEX = 1
 RESERVED = 2
+#: Standardised values beyond this do not fit the model's float32 inputs.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def category_key(value: Any) -> str | None:
@@ -273,18 +275,30 @@ class Preprocessor:
         num = np.zeros((n, len(self.numeric)), dtype="float32")
         for j, col in enumerate(self.numeric):
             values = numeric_column(df[col], source)
-            z = (values - self.means[j]) / self.stds[j]
+            z = self._standardise(j, values)
+            huge = np.abs(z) > FLOAT32_MAX
+            if huge.any():
+                i = int(huge.nonzero()[0][0])
+                raise DataError(
+                    f"{_where(source)}column '{col}' holds a value too large for the model at "
+                    f"row {_row_number(df.index[i])}: {python_value(df[col].iloc[i])!r}"
+                )
             num[:, j] = np.where(np.isnan(z), 0.0, z)
         cat = np.zeros((n, len(self.categorical)), dtype="int64")
         for j, col in enumerate(self.categorical):
             cat[:, j] = category_indices(df[col], self._lookup[col])
         return {"numeric": torch.from_numpy(num), "categorical": torch.from_numpy(cat)}
 
+    def _standardise(self, j: int, values: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (values - self.means[j]) / self.stds[j]
+
     def invalid_rows(self, df: pd.DataFrame) -> pd.Series:
         """The rows :meth:`transform` would reject, with the reason (indexed like ``df``).
 
-        A numeric feature holding text that is not a number, or an infinite number, makes a row
-        invalid; a missing value does not (it is imputed). Only the feature columns are checked,
+        A numeric feature holding text that is not a number, an infinite number, or a number so
+        large that its standardised value overflows float32 makes a row invalid; a missing value
+        does not (it is imputed). Only the feature columns are checked,
         and they must exist (see :meth:`transform`).
 
         Examples
@@ -295,19 +309,23 @@ class Preprocessor:
         """
         require_columns(df, self.feature_columns, None, "feature")
         reasons: dict[Any, str] = {}
-        for col in self.numeric:
+        for j, col in enumerate(self.numeric):
             series = df[col]
-            _, bad, inf = _numeric_values(series)
-            for i in (bad | inf).nonzero()[0]:
+            values, bad, inf = _numeric_values(series)
+            huge = np.abs(self._standardise(j, values)) > FLOAT32_MAX
+            for i in (bad | inf | huge).nonzero()[0]:
                 label = series.index[i]
                 if label in reasons:
                     continue
-                value = series.iloc[i]
-                reasons[label] = (
-                    f"column '{col}' must be numeric, but holds {value!r}"
-                    if bad[i]
-                    else f"column '{col}' holds an infinite value"
-                )
+                value = python_value(series.iloc[i])
+                if bad[i]:
+                    reasons[label] = f"column '{col}' must be numeric, but holds {value!r}"
+                elif inf[i]:
+                    reasons[label] = f"column '{col}' holds an infinite value"
+                else:
+                    reasons[label] = (
+                        f"column '{col}' holds a value too large for the model: {value!r}"
+                    )
         if not reasons:
             return pd.Series([], index=df.index[:0], dtype=object)
         order = [label for label in df.index if label in reasons]
@@ -368,8 +386,8 @@ class Preprocessor:
                 "their columns in the order listed here (an input with no columns is left out)",
                 "missing": "a missing value is null/None, NaN, or a text that is empty or blank",
                 "numeric": "(x - mean) / std computed in float64, then float32; a missing value "
-                "becomes 0; a text is parsed as a number, any other text or an infinite number "
-                "is an error",
+                "becomes 0; a text is parsed as a number, any other text, an infinite number, "
+                "or a value whose standardised form overflows float32 is an error",
                 "categorical": "index of the value's text in vocabulary + first_index; "
                 "missing -> missing_index; never seen -> unknown_index; "
                 "integral numbers are written without a decimal point, booleans as true/false",

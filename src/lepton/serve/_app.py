@@ -25,8 +25,8 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
 
 from lepton.bundle import Bundle
-from lepton.data.preprocess import category_key
-from lepton.errors import ServeError
+from lepton.data.preprocess import FLOAT32_MAX, category_key
+from lepton.errors import DataError, ServeError
 from lepton.serve._batcher import BatcherStopped, Job, MicroBatcher
 from lepton.serve._schema import build_models, example_record
 from lepton.serve._security import DOCS_PATHS, PUBLIC_PATHS, BearerAuth, BodyLimit
@@ -255,6 +255,31 @@ def create_app(bundle: Bundle | str | Path, settings: ServeSettings | None = Non
             out.append(f"... and {unseen - MAX_WARNINGS} more unseen categories")
         return out
 
+    scales = [
+        (col, float(mean), float(std))
+        for col, mean, std in zip(pre.numeric, pre.means, pre.stds, strict=True)
+    ]
+
+    def _out_of_range(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """422 details for numbers whose standardised value overflows the model's float32."""
+        problems = []
+        for i, rec in enumerate(records):
+            for col, mean, std in scales:
+                v = rec[col]
+                if v is not None and not abs((v - mean) / std) <= FLOAT32_MAX:
+                    path = f"records[{i}].{col}"
+                    problems.append(
+                        {
+                            "loc": ["body", "records", i, col],
+                            "path": path,
+                            "msg": f"numeric feature: {v!r} is too large for the model",
+                            "type": "out_of_range",
+                            "record": i,
+                            "field": col,
+                        }
+                    )
+        return problems
+
     @app.post(
         "/predict",
         response_model=response_model,
@@ -278,11 +303,20 @@ def create_app(bundle: Bundle | str | Path, settings: ServeSettings | None = Non
         if not state["ready"]:
             raise HTTPException(503, detail="the model is not ready")
         tasks = list(dict.fromkeys(body.tasks)) if body.tasks else task_order  # type: ignore[attr-defined]
+        problems = _out_of_range(records)
+        if problems:
+            first = problems[0]
+            return JSONResponse(
+                status_code=422,
+                content={"error": f"{first['path']}: {first['msg']}", "detail": problems},
+            )
         warnings = _warnings(records)
         try:
             predictions = await batcher.submit(records, tasks)
         except BatcherStopped as e:  # the service is shutting down
             raise HTTPException(503, detail=str(e)) from None
+        except DataError as e:  # a record the preprocessor rejects (validation should prevent it)
+            return JSONResponse(status_code=422, content={"error": str(e), "detail": []})
         content = {"predictions": predictions, "model": model_info, "warnings": warnings}
         return Response(json.dumps(content), media_type="application/json")
 
