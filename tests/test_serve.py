@@ -293,3 +293,22 @@ def test_loading_never_unpickles_and_no_route_takes_a_path(
     predict, docs, traversal = asyncio.run(talk())
     assert predict.status_code == 422 and predict.json()["detail"][0]["field"] == "bundle"
     assert docs.status_code == 404 and traversal.status_code == 404
+
+
+def test_not_ready_before_startup_and_after_shutdown(bundle_dir: Path) -> None:
+    app = create_app(Bundle.load(bundle_dir))
+
+    async def talk() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            codes = [(await client.get("/ready")).status_code]
+            body = {"records": penguin_records(1)}
+            codes.append((await client.post("/predict", json=body)).status_code)
+            async with app.router.lifespan_context(app):
+                codes.append((await client.get("/ready")).status_code)
+                codes.append((await client.post("/predict", json=body)).status_code)
+            codes.append((await client.get("/ready")).status_code)
+            codes.append((await client.get("/health")).status_code)
+            return codes
+
+    assert asyncio.run(talk()) == [503, 503, 200, 200, 503, 200]
