@@ -8,7 +8,7 @@ from lepton.data.datasets import (
     make_synthetic,
     register_dataset,
 )
-from lepton.data.io import iter_table, read_table, write_table
+from lepton.data.io import iter_table, read_table, table_columns, write_table
 from lepton.data.prepare import (
     Frames,
     PreparedData,
@@ -41,5 +41,6 @@ __all__ = [
     "read_table",
     "register_dataset",
     "split_frame",
+    "table_columns",
     "write_table",
 ]
