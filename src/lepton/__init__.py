@@ -12,15 +12,18 @@ __version__ = "0.1.0"
 
 from lepton import balancers, data, models
 from lepton.balancers import Balancer, GradientBalancer, LossWeighting
-from lepton.bundle import Bundle, Predictor
+from lepton.bundle import Bundle, Predictor, export_onnx, predict_file
 from lepton.config import Config, config_from_dict, load_config
 from lepton.data import Preprocessor, TensorData, prepare_data
 from lepton.errors import (
     BundleError,
     ConfigError,
     DataError,
+    ExportError,
     LeptonError,
+    MissingDependencyError,
     RunDirError,
+    ServeError,
     TrainingError,
 )
 from lepton.evaluate import EvalResult, delta_m, evaluate
@@ -38,15 +41,18 @@ __all__ = [
     "ConfigError",
     "DataError",
     "EvalResult",
+    "ExportError",
     "FitResult",
     "GradientBalancer",
     "LeptonError",
     "LossWeighting",
+    "MissingDependencyError",
     "MultiTaskModel",
     "Predictor",
     "Preprocessor",
     "RunDirError",
     "RunResult",
+    "ServeError",
     "Task",
     "TensorData",
     "Trainer",
@@ -57,9 +63,11 @@ __all__ = [
     "data",
     "delta_m",
     "evaluate",
+    "export_onnx",
     "jacobian",
     "load_config",
     "models",
+    "predict_file",
     "prepare_data",
     "run_experiment",
     "train_baselines",

@@ -10,6 +10,7 @@ import functools
 import json
 import os
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -253,6 +254,19 @@ def evaluate(
         out.print(metrics_table(result.metrics, main, title=f"{data} (* main metric)"))
 
 
+class OnError(StrEnum):
+    stop = "stop"
+    skip = "skip"
+
+
+class LogLevel(StrEnum):
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+
+
 def _split_list(text: str | None) -> list[str] | None:
     if text is None:
         return None
@@ -269,10 +283,10 @@ def predict(
         Path,
         typer.Argument(
             metavar="INPUT",
-            help="CSV/Parquet file with the feature columns (image model: .npy/.npz).",
+            help="CSV/TSV/Parquet file with the feature columns (image model: .npy/.npz).",
         ),
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output CSV/Parquet file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output CSV/TSV/Parquet file.")],
     tasks: Annotated[
         str | None, typer.Option("--tasks", help="Comma-separated tasks (default: all).")
     ] = None,
@@ -280,37 +294,197 @@ def predict(
         str | None,
         typer.Option("--keep", help="Comma-separated input columns to copy (e.g. an id)."),
     ] = None,
+    chunk_rows: Annotated[
+        int,
+        typer.Option("--chunk-rows", min=1, help="Rows read and predicted at a time."),
+    ] = 50_000,
+    on_error: Annotated[
+        OnError,
+        typer.Option(
+            "--on-error",
+            help="stop: a bad row stops the run, naming the row; skip: bad rows are left out "
+            "and written with the reason to --errors-file.",
+        ),
+    ] = OnError.stop,
+    errors_file: Annotated[
+        Path | None,
+        typer.Option("--errors-file", help="Side file of skipped rows (default: OUT.errors.csv)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Predict every (or the selected) task for each row of a file."""
+    """Predict every (or the selected) task for each row of a file, streamed in chunks."""
+    from lepton.bundle import predict_file
+    from lepton.data.images import is_image_file
+
+    if errors_file is not None and on_error is not OnError.skip:
+        raise LeptonError("--errors-file goes with --on-error skip")
+    if is_image_file(input):
+        _predict_images(bundle, input, output, tasks, keep)
+        return
+    res = predict_file(
+        bundle,
+        input,
+        output,
+        _split_list(tasks),
+        keep=_split_list(keep) or [],
+        chunk_rows=chunk_rows,
+        on_error=on_error.value,
+        errors_path=errors_file,
+        progress=not quiet,
+        console=err,
+    )
+    if res.unknown_categories:
+        err.print(f"note: unseen categories mapped to the unknown bucket: {res.unknown_categories}")
+    err.print(f"wrote {res.rows_written} rows × {len(res.tasks)} task(s) to {output}")
+    if res.errors_path is not None:
+        err.print(f"skipped {res.rows_skipped} bad row(s); listed in {res.errors_path}")
+
+
+def _predict_images(
+    bundle: Path, input: Path, output: Path, tasks: str | None, keep: str | None
+) -> None:
+    """``lepton predict`` on an image array file (.npy/.npz), read whole."""
     from lepton.bundle import Bundle
-    from lepton.data import read_table, write_table
+    from lepton.data import write_table
+    from lepton.data.images import read_image_file
     from lepton.data.io import table_format
 
     table_format(output)
-    b = Bundle.load(bundle)
-    predictor = b.predictor()
+    predictor = Bundle.load(bundle).predictor()
     names = predictor.check_tasks(_split_list(tasks))
-    from lepton.data.images import is_image_file
-
-    if is_image_file(input):
-        from lepton.data.images import read_image_file
-
-        images, table = read_image_file(input)
-        kept = _split_list(keep) or []
-        missing = [c for c in kept if c not in table.columns]
-        if missing:
-            raise DataError(f"{input}: array(s) to keep not found: {', '.join(missing)}")
-        result = predictor.predict_images(images, names, keep=table[kept], source=str(input))
-        write_table(result, output)
-        err.print(f"wrote {len(result)} rows × {len(names)} task(s) to {output}")
-        return
-    df = read_table(input)
-    unknown = b.preprocessor.unknown_categories(df)
-    if unknown:
-        err.print(f"note: unseen categories mapped to the unknown bucket: {unknown}")
-    result = predictor.predict(df, names, keep=_split_list(keep) or [], source=str(input))
+    images, table = read_image_file(input)
+    kept = _split_list(keep) or []
+    missing = [c for c in kept if c not in table.columns]
+    if missing:
+        raise DataError(f"{input}: array(s) to keep not found: {', '.join(missing)}")
+    result = predictor.predict_images(images, names, keep=table[kept], source=str(input))
     write_table(result, output)
     err.print(f"wrote {len(result)} rows × {len(names)} task(s) to {output}")
+
+
+@app.command()
+@_handled
+def export(
+    bundle: Annotated[
+        Path, typer.Argument(metavar="BUNDLE", help="A bundle folder (or a run directory).")
+    ],
+    onnx: Annotated[Path, typer.Option("--onnx", help="The ONNX file to write (.onnx).")],
+    tasks: Annotated[
+        str | None,
+        typer.Option("--tasks", help="Comma-separated tasks (default: all); others are left out."),
+    ] = None,
+    opset: Annotated[
+        int | None, typer.Option("--opset", min=7, help="ONNX opset (default: the exporter's).")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="CSV/Parquet rows to verify with (default: generated)."),
+    ] = None,
+    record: Annotated[
+        bool,
+        typer.Option("--record/--no-record", help="Record the export in the bundle's lepton.json."),
+    ] = True,
+) -> None:
+    """Export the model to ONNX, verified against PyTorch with onnxruntime (to 1e-5)."""
+    from lepton.bundle import export_onnx
+    from lepton.data import read_table
+
+    sample = None
+    if data is not None:
+        sample = read_table(data).head(256)
+    info = export_onnx(bundle, onnx, _split_list(tasks), opset=opset, sample=sample, record=record)
+    worst = max(info.max_abs_diff.values(), default=0.0)
+    inputs = ", ".join(f"{i['name']} {i['dtype']} {i['shape']}" for i in info.inputs)
+    out.print(
+        f"wrote {onnx} (opset {info.opset}): inputs {inputs}; outputs {', '.join(info.tasks)}",
+        markup=False,
+    )
+    out.print(
+        f"verified with onnxruntime on {info.verified_rows} rows: largest difference to "
+        f"PyTorch {worst:.2g} (tolerance 1e-5)",
+        markup=False,
+    )
+
+
+@app.command()
+@_handled
+def serve(
+    bundle: Annotated[
+        Path, typer.Argument(metavar="BUNDLE", help="A bundle folder (or a run directory).")
+    ],
+    host: Annotated[
+        str, typer.Option("--host", help="Interface to bind (default: loopback only).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 1,
+    token_file: Annotated[
+        Path | None,
+        typer.Option("--token-file", help="File holding the bearer token every request needs."),
+    ] = None,
+    max_body_bytes: Annotated[
+        int, typer.Option("--max-body-bytes", min=1, help="Largest request body (413 beyond).")
+    ] = 1 << 20,
+    max_records: Annotated[
+        int, typer.Option("--max-records", min=1, help="Most records per request (413 beyond).")
+    ] = 1000,
+    batch_window_ms: Annotated[
+        float,
+        typer.Option("--batch-window-ms", min=0.0, help="Micro-batching window (milliseconds)."),
+    ] = 2.0,
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", min=1, help="Most records in one micro-batch.")
+    ] = 512,
+    threads: Annotated[
+        int, typer.Option("--threads", min=1, help="Torch threads per worker process.")
+    ] = 1,
+    docs: Annotated[
+        bool, typer.Option("--docs/--no-docs", help="Serve /docs and /openapi.json.")
+    ] = True,
+    log_level: Annotated[LogLevel, typer.Option("--log-level")] = LogLevel.info,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+) -> None:
+    """Serve a bundle over HTTP: POST /predict, GET /health, /ready, /metadata, /docs."""
+    from lepton.bundle import Bundle
+    from lepton.serve import ServeSettings, is_loopback, read_token_file
+    from lepton.serve import serve as run_server
+
+    settings = ServeSettings(
+        max_body_bytes=max_body_bytes,
+        max_records=max_records,
+        batch_window_ms=batch_window_ms,
+        max_batch=max_batch,
+        threads=threads,
+        docs=docs,
+    )
+    settings.check()
+    if token_file is not None:
+        _, warnings = read_token_file(token_file)
+        for w in warnings:
+            err.print(f"warning: {w}", markup=False)
+    elif not is_loopback(host):
+        err.print(
+            f"warning: serving on {host} without --token-file: anyone who reaches this port "
+            "can use the model",
+            markup=False,
+        )
+    b = Bundle.load(bundle)
+    tasks = ", ".join(f"{t.name} ({t.kind})" for t in b.tasks)
+    shown = f"[{host}]" if ":" in host else host
+    err.print(
+        f"serving {b.name} {b.version} ({tasks}) on http://{shown}:{port} "
+        f"with {workers} worker(s); docs at /docs" + ("" if docs else " (off)"),
+        markup=False,
+    )
+    run_server(
+        b if workers == 1 else bundle,
+        host=host,
+        port=port,
+        workers=workers,
+        settings=settings,
+        token_file=token_file,
+        log_level=log_level.value,
+        access_log=access_log,
+    )
 
 
 @app.command()

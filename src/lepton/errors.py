@@ -34,3 +34,11 @@ class TrainingError(LeptonError, RuntimeError):
 
 class MissingDependencyError(LeptonError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class ExportError(LeptonError):
+    """A model cannot be exported, or the exported graph does not reproduce the model."""
+
+
+class ServeError(LeptonError):
+    """The prediction service cannot start with the options given (bad token file, limits)."""

@@ -1,4 +1,4 @@
-"""Loss weighting: equal weights, static weights, uncertainty weighting."""
+"""Loss weighting: equal weights, static weights, uncertainty weighting (Kendall et al., 2018)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class EqualWeighting(LossWeighting):
     tensor([1., 1.])
     """
 
-    def weights(self, losses: torch.Tensor) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         return torch.ones_like(losses)
 
 
@@ -48,7 +48,7 @@ class StaticWeighting(LossWeighting):
                 raise ValueError("static weights must be finite and >= 0")
         self.weights_ = None if weights is None else torch.tensor(weights)
 
-    def weights(self, losses: torch.Tensor) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         w = self.weights_ if self.weights_ is not None else self.task_weights
         if w is None:
             return torch.ones_like(losses)
@@ -84,7 +84,7 @@ class UncertaintyWeighting(LossWeighting):
     def _build(self, num_tasks: int) -> None:
         self.log_vars = nn.Parameter(torch.full((num_tasks,), self.init))
 
-    def weights(self, losses: torch.Tensor) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         assert self.log_vars is not None
         return torch.exp(-self.log_vars.detach()).to(losses)
 

@@ -1,6 +1,21 @@
-"""Deployable bundles (safetensors + JSON) and prediction from raw records."""
+"""Deployable bundles (safetensors + JSON), prediction from raw records and files, ONNX export."""
 
-from lepton.bundle._bundle import BUNDLE_VERSION, Bundle
+from lepton.bundle._bundle import BUNDLE_VERSION, Bundle, bundle_dir
+from lepton.bundle._onnx import OnnxExport, export_onnx, sample_records, verify_onnx
 from lepton.bundle._predictor import Predictor, decode, prediction_columns
+from lepton.bundle._stream import PredictFileResult, predict_file
 
-__all__ = ["BUNDLE_VERSION", "Bundle", "Predictor", "decode", "prediction_columns"]
+__all__ = [
+    "BUNDLE_VERSION",
+    "Bundle",
+    "OnnxExport",
+    "PredictFileResult",
+    "Predictor",
+    "bundle_dir",
+    "decode",
+    "export_onnx",
+    "predict_file",
+    "prediction_columns",
+    "sample_records",
+    "verify_onnx",
+]

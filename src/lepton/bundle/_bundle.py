@@ -61,6 +61,14 @@ def _image_input(model: MultiTaskModel) -> dict[str, Any]:
     }
 
 
+def bundle_dir(path: str | Path) -> Path:
+    """The bundle folder ``path`` names: itself, or ``path/bundle`` for a run directory."""
+    path = Path(path)
+    if (path / "bundle" / META).is_file() and not (path / META).is_file():
+        return path / "bundle"
+    return path
+
+
 class Bundle:
     """A trained model with everything needed to predict from raw records.
 
@@ -88,6 +96,8 @@ class Bundle:
         self.metrics = dict(metrics or {})
         self.metadata = dict(metadata or {})
         self.versions: dict[str, str] = {}
+        #: The folder this bundle was loaded from or last saved to (``None`` for a new bundle).
+        self.path: Path | None = None
 
     # ------------------------------------------------------------------------- save
     def to_json(self) -> dict[str, Any]:
@@ -137,15 +147,14 @@ class Bundle:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        self.path = path
         return path
 
     # ------------------------------------------------------------------------- load
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         """Read a bundle folder (or a run directory holding ``bundle/``)."""
-        path = Path(path)
-        if (path / "bundle" / META).is_file() and not (path / META).is_file():
-            path = path / "bundle"
+        path = bundle_dir(path)
         meta_path, weights_path = path / META, path / WEIGHTS
         if not path.is_dir():
             raise BundleError(f"bundle not found: {path}")
@@ -201,6 +210,7 @@ class Bundle:
             metadata={k: v for k, v in meta.items() if k not in known},
         )
         bundle.versions = meta.get("versions", {})
+        bundle.path = path
         return bundle
 
     def predictor(self, device: str | torch.device = "cpu", batch_size: int = 4096) -> Any:

@@ -35,23 +35,40 @@ def decode(task: Task, raw: torch.Tensor, pre: Preprocessor) -> dict[str, Any]:
     raw = raw.detach().float().cpu()
     if task.kind == "binary":
         p = torch.sigmoid(raw.reshape(-1)).numpy()
-        classes = list(task.labels)
-        labels = [classes[1] if v >= task.threshold else classes[0] for v in p]
+        labels = _objects(task.labels)[(p >= task.threshold).astype(np.intp)].tolist()
         return {"label": labels, "probabilities": np.stack([1.0 - p, p], axis=1)}
     if task.kind == "multiclass":
         probs = torch.softmax(raw, dim=1).numpy()
-        classes = list(task.labels)
-        return {"label": [classes[i] for i in probs.argmax(axis=1)], "probabilities": probs}
+        labels = _objects(task.labels)[probs.argmax(axis=1)].tolist()
+        return {"label": labels, "probabilities": probs}
     if task.kind == "multilabel":
         probs = torch.sigmoid(raw).numpy()
-        names = list(task.labels)
-        labels = [
-            [n for n, v in zip(names, row, strict=True) if v >= task.threshold] for row in probs
-        ]
-        return {"label": labels, "probabilities": probs}
+        sets, inverse = _label_sets(probs >= task.threshold, task.labels)
+        return {"label": [list(sets[i]) for i in inverse.tolist()], "probabilities": probs}
     info = pre.targets[task.name]
     values = raw.numpy() * np.asarray(info.std) + np.asarray(info.mean)
     return {"value": values}
+
+
+def _objects(values: Sequence[Any]) -> np.ndarray:
+    """A 1-D object array of ``values`` (kept as the Python values they are)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
+
+
+def _label_sets(on: np.ndarray, names: Sequence[Any]) -> tuple[list[list[Any]], np.ndarray]:
+    """For a boolean matrix ``(N, L)``: the distinct label sets and each row's index into them."""
+    if on.shape[0] == 0:
+        return [], np.zeros(0, dtype=np.intp)
+    if on.shape[1] <= 62:  # one integer per row: a fast 1-D unique
+        codes = on.astype(np.int64) @ (np.int64(1) << np.arange(on.shape[1], dtype=np.int64))
+        uniq, inverse = np.unique(codes, return_inverse=True)
+        rows = (uniq[:, None] >> np.arange(on.shape[1], dtype=np.int64)) & 1
+    else:
+        rows, inverse = np.unique(on, axis=0, return_inverse=True)
+    sets = [[n for n, v in zip(names, row, strict=True) if v] for row in rows.tolist()]
+    return sets, inverse.reshape(-1)
 
 
 class Predictor:
@@ -187,33 +204,49 @@ class Predictor:
                 for j, c in enumerate(cols):
                     out[c] = d["value"][:, j]
                 continue
-            labels = d["label"]
-            out[cols[0]] = (
-                ["|".join(map(str, x)) for x in labels] if task.kind == "multilabel" else labels
-            )
+            if task.kind == "multilabel":  # joined once per distinct set of labels
+                sets, inverse = _label_sets(d["probabilities"] >= task.threshold, task.labels)
+                joined = _objects(["|".join(map(str, labels)) for labels in sets])
+                out[cols[0]] = joined[inverse] if len(inverse) else []
+            else:
+                out[cols[0]] = d["label"]
             for j, c in enumerate(cols[1:]):
                 out[c] = d["probabilities"][:, j]
         return out
 
     def predict_records(
-        self, records: Sequence[Mapping[str, Any]], tasks: Sequence[str] | None = None
+        self,
+        records: Sequence[Mapping[str, Any]] | pd.DataFrame,
+        tasks: Sequence[str] | None = None,
     ) -> list[dict[str, dict[str, Any]]]:
-        """Per record ``{task: {"label", "probabilities"} | {"value"}}``, plain Python values."""
-        df = pd.DataFrame.from_records(list(records))
+        """Per record ``{task: {"label", "probabilities"} | {"value"}}``, plain Python values.
+
+        ``records`` is a sequence of mappings (feature name → value) or a DataFrame.
+        Probabilities map each class (or label) name, as text, to its probability; a value is a
+        number, or a list for a multi-output regression task.
+        """
+        df = (
+            records
+            if isinstance(records, pd.DataFrame)
+            else pd.DataFrame.from_records(list(records))
+        )
         decoded = self.decoded(df, tasks, source="records")
         out: list[dict[str, dict[str, Any]]] = [{} for _ in range(len(df))]
         for name, d in decoded.items():
             task = self.tasks[name]
-            for i in range(len(df)):
-                if "value" in d:
-                    v = d["value"][i].tolist()
-                    out[i][name] = {"value": v[0] if len(v) == 1 else v}
-                else:
-                    probs = d["probabilities"][i].tolist()
-                    out[i][name] = {
-                        "label": _plain(d["label"][i]),
-                        "probabilities": dict(zip(map(str, task.labels), probs, strict=True)),
-                    }
+            if "value" in d:
+                values = d["value"].tolist()
+                single = task.output_dim == 1
+                for row, v in zip(out, values, strict=True):
+                    row[name] = {"value": v[0] if single else v}
+                continue
+            keys = [str(label) for label in task.labels]
+            probs = d["probabilities"].tolist()
+            for row, label, p in zip(out, d["label"], probs, strict=True):
+                row[name] = {
+                    "label": _plain(label),
+                    "probabilities": dict(zip(keys, p, strict=True)),
+                }
         return out
 
 

@@ -11,7 +11,7 @@ from lepton.data.datasets import (
     register_dataset,
 )
 from lepton.data.images import from_arrays, read_image_file
-from lepton.data.io import iter_table, read_table, write_table
+from lepton.data.io import iter_table, read_table, table_columns, write_table
 from lepton.data.prepare import (
     Frames,
     PreparedData,
@@ -50,5 +50,6 @@ __all__ = [
     "read_table",
     "register_dataset",
     "split_frame",
+    "table_columns",
     "write_table",
 ]

@@ -28,6 +28,8 @@ from lepton.tasks import Task
 UNKNOWN_INDEX = 0
 MISSING_INDEX = 1
 RESERVED = 2
+#: Standardised values beyond this do not fit the model's float32 inputs.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def category_key(value: Any) -> str | None:
@@ -50,6 +52,32 @@ def category_key(value: Any) -> str | None:
         pass
     text = str(value)
     return text if text.strip() else None
+
+
+def category_indices(series: pd.Series, lookup: Mapping[str, int]) -> np.ndarray:
+    """Each value's index: ``lookup[category_key(value)]``, :data:`MISSING_INDEX` for a missing
+    value, :data:`UNKNOWN_INDEX` for a value not in ``lookup``.
+
+    Typed columns (numbers, text, booleans) are keyed once per distinct value; a column of mixed
+    Python objects value by value (a hash table would merge ``True`` and ``1``).
+
+    Examples
+    --------
+    >>> category_indices(pd.Series([2007.0, None, 2008.0, 1999.0]), {"2007": 2, "2008": 3})
+    array([2, 1, 3, 0])
+    """
+
+    def index(value: Any) -> int:
+        key = category_key(value)
+        return MISSING_INDEX if key is None else lookup.get(key, UNKNOWN_INDEX)
+
+    if series.dtype == object:
+        return np.fromiter(map(index, series.tolist()), dtype=np.int64, count=len(series))
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    if len(uniques) == 0:
+        return np.full(len(series), MISSING_INDEX, dtype=np.int64)
+    table = np.fromiter(map(index, uniques), dtype=np.int64, count=len(uniques))
+    return np.where(codes < 0, MISSING_INDEX, table[codes]).astype(np.int64)
 
 
 def python_value(value: Any) -> Any:
@@ -77,21 +105,31 @@ def require_columns(
         )
 
 
+def _numeric_values(series: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(values, not_numeric, infinite)``: float64 values (NaN where missing or bad) and the
+    masks of the rows holding a non-numeric text or an infinite number."""
+    no = np.zeros(len(series), dtype=bool)
+    if pd.api.types.is_bool_dtype(series):
+        return series.astype("float64").to_numpy(), no, no
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_complex_dtype(series):
+        out = series.to_numpy(dtype="float64", na_value=np.nan)  # already numbers: no parsing
+        return out, no, np.isinf(out)
+    coerced = pd.to_numeric(series, errors="coerce")
+    bad = (coerced.isna() & series.notna() & (series.astype(str).str.strip() != "")).to_numpy()
+    out = coerced.to_numpy(dtype="float64", na_value=np.nan)
+    return out, bad, np.isinf(out)
+
+
 def numeric_column(series: pd.Series, source: str | None, what: str = "numeric") -> np.ndarray:
     """A column as float64, NaN where missing; an error naming the row for a non-numeric value."""
-    if pd.api.types.is_bool_dtype(series):
-        return series.astype("float64").to_numpy()
-    values = pd.to_numeric(series, errors="coerce")
-    bad = values.isna() & series.notna() & (series.astype(str).str.strip() != "")
+    out, bad, inf = _numeric_values(series)
     if bad.any():
-        idx = bad.to_numpy().nonzero()[0][0]
+        idx = bad.nonzero()[0][0]
         row = series.index[idx]
         raise DataError(
             f"{_where(source)}column '{series.name}' must be {what}, but row "
             f"{_row_number(row)} holds {series.iloc[idx]!r}"
         )
-    out = values.to_numpy(dtype="float64", na_value=np.nan)
-    inf = np.isinf(out)
     if inf.any():
         idx = inf.nonzero()[0][0]
         raise DataError(
@@ -243,23 +281,68 @@ class Preprocessor:
         num = np.zeros((n, len(self.numeric)), dtype="float32")
         for j, col in enumerate(self.numeric):
             values = numeric_column(df[col], source)
-            z = (values - self.means[j]) / self.stds[j]
+            z = self._standardise(j, values)
+            huge = np.abs(z) > FLOAT32_MAX
+            if huge.any():
+                i = int(huge.nonzero()[0][0])
+                raise DataError(
+                    f"{_where(source)}column '{col}' holds a value too large for the model at "
+                    f"row {_row_number(df.index[i])}: {python_value(df[col].iloc[i])!r}"
+                )
             num[:, j] = np.where(np.isnan(z), 0.0, z)
         cat = np.zeros((n, len(self.categorical)), dtype="int64")
         for j, col in enumerate(self.categorical):
-            lookup = self._lookup[col]
-            keys = [category_key(v) for v in df[col].tolist()]
-            cat[:, j] = [MISSING_INDEX if k is None else lookup.get(k, UNKNOWN_INDEX) for k in keys]
+            cat[:, j] = category_indices(df[col], self._lookup[col])
         return {"numeric": torch.from_numpy(num), "categorical": torch.from_numpy(cat)}
+
+    def _standardise(self, j: int, values: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (values - self.means[j]) / self.stds[j]
+
+    def invalid_rows(self, df: pd.DataFrame) -> pd.Series:
+        """The rows :meth:`transform` would reject, with the reason (indexed like ``df``).
+
+        A numeric feature holding text that is not a number, an infinite number, or a number so
+        large that its standardised value overflows float32 makes a row invalid; a missing value
+        does not (it is imputed). Only the feature columns are checked,
+        and they must exist (see :meth:`transform`).
+
+        Examples
+        --------
+        >>> pre = Preprocessor(["x"], [], [0.0], [1.0], {}, [], {})
+        >>> pre.invalid_rows(pd.DataFrame({"x": ["1.5", "abc", None]})).to_dict()
+        {1: "column 'x' must be numeric, but holds 'abc'"}
+        """
+        require_columns(df, self.feature_columns, None, "feature")
+        reasons: dict[Any, str] = {}
+        for j, col in enumerate(self.numeric):
+            series = df[col]
+            values, bad, inf = _numeric_values(series)
+            huge = np.abs(self._standardise(j, values)) > FLOAT32_MAX
+            for i in (bad | inf | huge).nonzero()[0]:
+                label = series.index[i]
+                if label in reasons:
+                    continue
+                value = python_value(series.iloc[i])
+                if bad[i]:
+                    reasons[label] = f"column '{col}' must be numeric, but holds {value!r}"
+                elif inf[i]:
+                    reasons[label] = f"column '{col}' holds an infinite value"
+                else:
+                    reasons[label] = (
+                        f"column '{col}' holds a value too large for the model: {value!r}"
+                    )
+        if not reasons:
+            return pd.Series([], index=df.index[:0], dtype=object)
+        order = [label for label in df.index if label in reasons]
+        return pd.Series([reasons[k] for k in order], index=order, dtype=object)
 
     def unknown_categories(self, df: pd.DataFrame) -> dict[str, int]:
         """Per categorical column, how many rows hold a value never seen in training."""
         out = {}
         for col in self.categorical:
             if col in df.columns:
-                lookup = self._lookup[col]
-                keys = [category_key(v) for v in df[col].tolist()]
-                n = sum(1 for k in keys if k is not None and k not in lookup)
+                n = int((category_indices(df[col], self._lookup[col]) == UNKNOWN_INDEX).sum())
                 if n:
                     out[col] = n
         return out
@@ -304,11 +387,27 @@ class Preprocessor:
             ],
             "targets": {name: info.to_dict() for name, info in self.targets.items()},
             "rules": {
-                "numeric": "(x - mean) / std; a missing value becomes 0",
+                "inputs": "model inputs are two tensors with one row per record: 'numeric', "
+                "float32 (rows, len(numeric)), and 'categorical', int64 (rows, len(categorical)), "
+                "their columns in the order listed here (an input with no columns is left out)",
+                "missing": "a missing value is null/None, NaN, or a text that is empty or blank",
+                "numeric": "(x - mean) / std computed in float64, then float32; a missing value "
+                "becomes 0; a text is parsed as a number, any other text, an infinite number, "
+                "or a value whose standardised form overflows float32 is an error",
                 "categorical": "index of the value's text in vocabulary + first_index; "
                 "missing -> missing_index; never seen -> unknown_index; "
                 "integral numbers are written without a decimal point, booleans as true/false",
+                "category_text": "texts are compared exactly (case and inner spaces count); "
+                "a number with an integral value is written as an integer (2007.0 -> '2007'), "
+                "any other number in its shortest round-trip form (0.25 -> '0.25', "
+                "1e-05 -> '1e-05'); true/false for booleans",
                 "regression": "prediction = output * std + mean",
+                "binary": "p = sigmoid(output); the predicted class is classes[1] when "
+                "p >= threshold, else classes[0]; probabilities = [1 - p, p]",
+                "multiclass": "probabilities = softmax(output); the predicted class is "
+                "classes[argmax]",
+                "multilabel": "p_j = sigmoid(output_j) for each label column j; the predicted "
+                "labels are the columns with p_j >= threshold",
             },
         }
 

@@ -136,6 +136,7 @@ class _EpochStats:
         self.loss_sum = torch.zeros(k, dtype=torch.float64)
         self.loss_count = torch.zeros(k, dtype=torch.float64)
         self.weight_sum = torch.zeros(k, dtype=torch.float64)
+        self.weight_steps = 0
         self.cos_sum = torch.zeros(k, k, dtype=torch.float64)
         self.cos_steps = 0
         self.steps = 0
@@ -165,6 +166,7 @@ class _EpochStats:
         self.loss_count += v
         if weights is not None:
             self.weight_sum += weights.detach().cpu().double()
+            self.weight_steps += 1
         if cosines is not None:
             self.cos_sum += cosines.detach().cpu().double()
             self.cos_steps += 1
@@ -179,10 +181,11 @@ class _EpochStats:
             }
         }
         out["total_loss"] = float(sum(v for v in out["loss"].values() if v is not None))
-        if self.steps:
+        if self.weight_steps:
             out["weights"] = {
-                n: float(self.weight_sum[i] / self.steps) for i, n in enumerate(self.names)
+                n: float(self.weight_sum[i] / self.weight_steps) for i, n in enumerate(self.names)
             }
+        if self.steps:
             out["grad_norm"] = self.grad_norm_sum / self.steps
         if self.gate_steps:
             out["gates"] = {k: (v / self.gate_steps).tolist() for k, v in self.gate_sum.items()}
@@ -199,6 +202,7 @@ class _EpochStats:
             "loss_sum": self.loss_sum,
             "loss_count": self.loss_count,
             "weight_sum": self.weight_sum,
+            "weight_steps": self.weight_steps,
             "cos_sum": self.cos_sum,
             "cos_steps": self.cos_steps,
             "steps": self.steps,
@@ -504,6 +508,7 @@ class Trainer:
                 hook(self)
             if self._stop_requested:
                 self._interrupt()
+        self.balancer.end_epoch()
         record: dict[str, Any] = {"epoch": epoch, "step": self.step}
         record["lr"] = self.optimizer.param_groups[0]["lr"]
         record["train"] = self._stats.summary()

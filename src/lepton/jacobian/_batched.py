@@ -1,4 +1,4 @@
-"""Per-task gradients: the K×P Jacobian of K losses with respect to shared parameters.
+"""The general route: the K×P Jacobian of K losses by one batched backward.
 
 One batched backward (``torch.autograd.grad(..., is_grads_batched=True)``: a vmap over the
 backward pass) gives all K rows at once; ``chunk_size`` bounds memory by doing the rows in groups.
@@ -95,12 +95,21 @@ def _flat(
     return torch.cat(parts, dim=1)
 
 
-def pairwise_cosine(G: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+def pairwise_cosine(G: torch.Tensor) -> torch.Tensor:
     """``K×K`` cosine similarities between the rows of ``G`` (0 where a row is zero)."""
-    norms = G.norm(dim=1, keepdim=True)
-    unit = G / norms.clamp(min=eps)
-    cos = unit @ unit.T
-    zero = norms.squeeze(1) <= eps
-    cos[zero, :] = 0.0
-    cos[:, zero] = 0.0
-    return cos
+    return gramian_cosine(G @ G.T)
+
+
+def gramian_cosine(gramian: torch.Tensor) -> torch.Tensor:
+    """Cosine similarities from the Gramian ``G Gᵀ``: ``M_ij / sqrt(M_ii M_jj)`` (0 for zero rows).
+
+    Examples
+    --------
+    >>> gramian_cosine(torch.tensor([[1.0, -2.0], [-2.0, 4.0]]))
+    tensor([[ 1., -1.],
+            [-1.,  1.]])
+    """
+    d = gramian.diagonal().clamp(min=0).sqrt()
+    denom = d[:, None] * d[None, :]
+    cos = torch.where(denom > 0, gramian / denom.clamp(min=torch.finfo(gramian.dtype).tiny), 0.0)
+    return cos.clamp(-1.0, 1.0)

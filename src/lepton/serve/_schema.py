@@ -1,0 +1,163 @@
+"""Request and response models of ``/predict``, built from a bundle's feature schema and tasks.
+
+A record must hold every feature of the model: a numeric feature a finite number or ``null``
+(missing: the training mean is used), a categorical feature a text, number, boolean or ``null``
+(missing bucket; a value never seen in training uses the unknown bucket). Other fields are
+allowed and ignored (the response names them in ``warnings``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, create_model
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
+
+from lepton.bundle import Bundle
+from lepton.data.preprocess import Preprocessor
+
+
+def _type_name(v: Any) -> str:
+    return {
+        str: "text",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        list: "array",
+        dict: "object",
+    }.get(type(v), type(v).__name__)
+
+
+def _numeric(v: Any) -> float | int | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise PydanticCustomError(
+            "number_type",
+            "numeric feature: expected a number or null, got {got}",
+            {"got": _type_name(v)},
+        )
+    if isinstance(v, float) and not math.isfinite(v):
+        raise PydanticCustomError(
+            "finite_number", "numeric feature: expected a finite number, got {got}", {"got": v}
+        )
+    return v
+
+
+def _categorical(v: Any) -> str | int | float | bool | None:
+    if v is None or isinstance(v, str | bool | int):
+        return v
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise PydanticCustomError(
+                "finite_number",
+                "categorical feature: expected a finite number, got {got}",
+                {"got": v},
+            )
+        return v
+    raise PydanticCustomError(
+        "category_type",
+        "categorical feature: expected a text, number, boolean or null, got {got}",
+        {"got": _type_name(v)},
+    )
+
+
+Numeric = Annotated[
+    Any,
+    PlainValidator(_numeric),
+    WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "null"}], "description": "numeric"}),
+]
+Categorical = Annotated[
+    Any,
+    PlainValidator(_categorical),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "number"},
+                {"type": "boolean"},
+                {"type": "null"},
+            ],
+            "description": "categorical",
+        }
+    ),
+]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+
+
+class ClassPrediction(BaseModel):
+    """A classification task: the predicted class (a list of labels for multilabel tasks) and
+    the probability of each class or label."""
+
+    label: Any
+    probabilities: dict[str, float]
+
+
+class ValuePrediction(BaseModel):
+    """A regression task: the value in the target's units (a list for several targets)."""
+
+    value: float | list[float]
+
+
+def example_record(pre: Preprocessor) -> dict[str, Any]:
+    """A plausible record: training means, and each category's first known value."""
+    record: dict[str, Any] = {
+        c: round(float(m), 3) for c, m in zip(pre.numeric, pre.means, strict=True)
+    }
+    for c in pre.categorical:
+        vocab = pre.vocabularies[c]
+        record[c] = vocab[0] if vocab else None
+    return record
+
+
+def build_models(bundle: Bundle) -> tuple[type[BaseModel], type[BaseModel]]:
+    """``(PredictRequest, PredictResponse)`` for ``bundle``."""
+    pre = bundle.preprocessor
+    fields: dict[str, Any] = {c: Numeric for c in pre.numeric}
+    fields.update({c: Categorical for c in pre.categorical})
+    record = TypedDict("Record", fields)  # type: ignore[operator]
+    record.__pydantic_config__ = ConfigDict(extra="allow", title="Record")  # type: ignore[attr-defined]
+    names = tuple(t.name for t in bundle.tasks)
+    task_name = Literal[names]  # type: ignore[valid-type]
+    request = create_model(
+        "PredictRequest",
+        __config__=ConfigDict(
+            extra="forbid",
+            json_schema_extra={"examples": [{"records": [example_record(pre)]}]},
+        ),
+        records=(
+            list[record],
+            Field(
+                min_length=1,
+                description="One object per record with every feature of the model "
+                "(null for a missing value); other fields are ignored.",
+            ),
+        ),
+        tasks=(
+            list[task_name] | None,
+            Field(None, min_length=1, description="Tasks to predict (default: all)."),
+        ),
+    )
+    per_task = {
+        t.name: ValuePrediction if t.kind == "regression" else ClassPrediction for t in bundle.tasks
+    }
+    record_prediction = TypedDict("RecordPrediction", per_task, total=False)  # type: ignore[operator]
+    response = create_model(
+        "PredictResponse",
+        predictions=(
+            list[record_prediction],
+            Field(description="One object per record, in order: the requested tasks."),
+        ),
+        model=(ModelInfo, ...),
+        warnings=(
+            list[str],
+            Field(description="Ignored fields and unseen categories, each named once."),
+        ),
+    )
+    return request, response
