@@ -1,5 +1,6 @@
 """Every architecture end to end: config → training (two balancers) → bundle → predictions;
-single-task baselines with each architecture; gate logging; exact resume; the CLI."""
+single-task baselines with each architecture; gate logging; gradient balancers on
+per-task representations; exact resume; the CLI."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 
 from lepton import Bundle, MultiTaskModel, Trainer, config_from_dict, evaluate, run_experiment
 from lepton.data import from_frame, make_synthetic, prepare_data
+from lepton.errors import ConfigError
 from lepton.train import TrainingInterrupted
 
 from .conftest import run_cli
@@ -39,7 +41,7 @@ def arch_config(arch: str, balancer: str, epochs: int = 3) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("balancer", ["ew", "uw"])
+@pytest.mark.parametrize("balancer", ["ew", "uw", "upgrad"])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_architecture_trains_from_config_and_round_trips(
     arch: str, balancer: str, tmp_path: Path
@@ -74,6 +76,23 @@ def test_single_task_baselines_with_each_architecture(arch: str, tmp_path: Path)
     assert eff["multi_task"] > 0 and eff["single_task_total"] > 0
     if arch == "single_task":  # K single-task trunks = the K baselines, parameter for parameter
         assert eff["multi_task"] == eff["single_task_total"]
+
+
+@pytest.mark.parametrize("arch", ["mmoe", "cross_stitch", "single_task"])
+def test_gradient_balancers_on_per_task_representations(arch: str, tmp_path: Path) -> None:
+    # these trunks give each task its own representation: a gradient method works on the shared
+    # parameters (mode auto → params) and logs the task-gradient conflicts ...
+    cfg = config_from_dict(arch_config(arch, "pcgrad", epochs=1))
+    run_experiment(cfg, tmp_path / "run", progress=False)
+    line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert np.isfinite(line["train"]["total_loss"])
+    if arch != "single_task":  # nothing is shared between single-task trunks: nothing to compare
+        assert line["train"]["grad_cosine"] is not None
+    # ... and asking for the representation mode is a clear configuration error
+    raw = arch_config(arch, "mgda", epochs=1)
+    raw["balancer"]["mode"] = "features"
+    with pytest.raises(ConfigError, match="mode 'features' needs the shared representation"):
+        run_experiment(config_from_dict(raw), tmp_path / "run2", progress=False)
 
 
 def _fit(model: MultiTaskModel, data, run_dir: Path, stop_at: int | None = None) -> Trainer:
