@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from lepton.models._experts import ExpertBank, mix
 from lepton.models._layers import check_float, check_int
-from lepton.models._trunk import Trunk, register_trunk
+from lepton.models._mmoe import MMoE
+from lepton.models._trunk import register_trunk
 
 
 def smooth_step(t: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -67,7 +67,7 @@ class DSelectKGate(nn.Module):
 
 
 @register_trunk("dselect_k")
-class DSelectK(Trunk):
+class DSelectK(MMoE):
     """Mixture of shared experts with one DSelect-k gate per task (Hazimeh, Zhao, Chowdhery,
     Sathiamoorthy, Chen, Mazumder, Hong & Chi, *DSelect-k: Differentiable Selection in the
     Mixture of Experts with Applications to Multi-Task Learning*, NeurIPS 2021).
@@ -95,7 +95,7 @@ class DSelectK(Trunk):
     True
     """
 
-    shares_representation = False
+    min_experts = 2
 
     def __init__(
         self,
@@ -110,29 +110,17 @@ class DSelectK(Trunk):
         k: int = 2,
         gamma: float = 1.0,
     ) -> None:
-        super().__init__(in_dim, tasks)
-        self.num_experts = check_int("num_experts", num_experts, 2)
+        self._options = (k, gamma)
+        super().__init__(
+            in_dim, tasks, hidden, dropout, batch_norm, activation, num_experts=num_experts
+        )
+
+    def _check_options(self) -> None:
+        k, gamma = self._options
         self.k = check_int("k", k)
         if self.k > self.num_experts:
-            raise ValueError(f"k ({k}) cannot exceed num_experts ({num_experts})")
+            raise ValueError(f"k ({k}) cannot exceed num_experts ({self.num_experts})")
         self.gamma = check_float("gamma", gamma, 0.0, math.inf, "()")
-        self.experts = ExpertBank(self.num_experts, in_dim, hidden, dropout, batch_norm, activation)
-        self.gates = nn.ModuleDict(
-            {t: DSelectKGate(in_dim, self.num_experts, self.k, self.gamma) for t in tasks}
-        )
-        self.out_dim = self.experts.out_dim
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        experts = self.experts(x)
-        gates = {t: gate(x) for t, gate in self.gates.items()}
-        self.last_gates = {t: g.detach() for t, g in gates.items()}
-        return {t: mix(g, experts) for t, g in gates.items()}
-
-    def shared_parameters(self) -> Iterator[nn.Parameter]:
-        return self.experts.parameters()
-
-    def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
-        return self.gates[task].parameters()
-
-    def gate_labels(self) -> dict[str, list[str]]:
-        return {t: [f"expert{i}" for i in range(self.num_experts)] for t in self.task_names}
+    def make_gate(self, in_dim: int) -> nn.Module:
+        return DSelectKGate(in_dim, self.num_experts, self.k, self.gamma)

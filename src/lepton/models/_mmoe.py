@@ -55,10 +55,20 @@ class MMoE(Trunk):
         num_experts: int = 4,
     ) -> None:
         super().__init__(in_dim, tasks)
-        self.num_experts = check_int("num_experts", num_experts)
+        self.num_experts = check_int("num_experts", num_experts, self.min_experts)
+        self._check_options()
         self.experts = ExpertBank(self.num_experts, in_dim, hidden, dropout, batch_norm, activation)
-        self.gates = nn.ModuleDict({t: SoftmaxGate(in_dim, self.num_experts) for t in tasks})
+        self.gates = nn.ModuleDict({t: self.make_gate(in_dim) for t in tasks})
         self.out_dim = self.experts.out_dim
+
+    min_experts = 1
+
+    def _check_options(self) -> None:
+        """Validate a subclass's own options (set before the gates are built)."""
+
+    def make_gate(self, in_dim: int) -> nn.Module:
+        """One task's gate: ``(B, in_dim)`` → ``(B, num_experts)`` weights summing to one."""
+        return SoftmaxGate(in_dim, self.num_experts)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         experts = self.experts(x)
