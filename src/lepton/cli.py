@@ -378,7 +378,11 @@ def export(
     ] = None,
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="CSV/Parquet rows to verify with (default: generated)."),
+        typer.Option(
+            "--data",
+            help="CSV/Parquet rows (an .npy/.npz of images for an image model) to verify with "
+            "(default: generated).",
+        ),
     ] = None,
     record: Annotated[
         bool,
@@ -387,20 +391,24 @@ def export(
 ) -> None:
     """Export the model to ONNX, verified against PyTorch with onnxruntime (to 1e-5)."""
     from lepton.bundle import export_onnx
-    from lepton.data import read_table
+    from lepton.data import read_image_file, read_table
+    from lepton.data.images import is_image_file
 
-    sample = None
-    if data is not None:
+    sample: Any = None
+    if data is not None and is_image_file(data):
+        sample = read_image_file(data)[0][:256]
+    elif data is not None:
         sample = read_table(data).head(256)
     info = export_onnx(bundle, onnx, _split_list(tasks), opset=opset, sample=sample, record=record)
     worst = max(info.max_abs_diff.values(), default=0.0)
+    unit = "images" if [i["name"] for i in info.inputs] == ["image"] else "rows"
     inputs = ", ".join(f"{i['name']} {i['dtype']} {i['shape']}" for i in info.inputs)
     out.print(
         f"wrote {onnx} (opset {info.opset}): inputs {inputs}; outputs {', '.join(info.tasks)}",
         markup=False,
     )
     out.print(
-        f"verified with onnxruntime on {info.verified_rows} rows: largest difference to "
+        f"verified with onnxruntime on {info.verified_rows} {unit}: largest difference to "
         f"PyTorch {worst:.2g} (tolerance 1e-5)",
         markup=False,
     )

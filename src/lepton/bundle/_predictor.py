@@ -175,21 +175,47 @@ class Predictor:
         ``(N, H, W, C)`` raw pixel values; the columns of ``keep`` (N rows) come first."""
         from lepton.data.images import to_nchw
 
-        if self.image_shape is None:
-            raise DataError(f"{source}: this model takes table rows, not images")
+        self._require_images(source)
         arr = to_nchw(images, source)
-        if tuple(arr.shape[1:]) != tuple(self.image_shape):
-            raise DataError(
-                f"{source}: images of shape {tuple(arr.shape[1:])} (C, H, W), but the model "
-                f"takes {tuple(self.image_shape)}"
-            )
-        names = self.check_tasks(tasks)
-        raw = self.raw_tensors({"image": torch.from_numpy(arr)}, names)
-        decoded = {t: decode(self.tasks[t], r, self.preprocessor) for t, r in raw.items()}
+        decoded = self.decoded_images(arr, tasks, source)
         out = pd.DataFrame(index=pd.RangeIndex(len(arr))) if keep is None else keep.copy()
         if len(out) != len(arr):
             raise DataError(f"{source}: {len(arr)} images but {len(out)} rows to keep")
         return self._prediction_table(decoded, out.reset_index(drop=True))
+
+    def decoded_images(
+        self, images: np.ndarray, tasks: Sequence[str] | None = None, source: str = "images"
+    ) -> dict[str, dict[str, Any]]:
+        """``{task: decode(...)}`` for images already ``float32 (N, C, H, W)`` (raw pixels, as
+        the model takes them: it standardises them itself)."""
+        from lepton.data.images import check_image_shape
+
+        self._require_images(source)
+        check_image_shape(images, self.image_shape, source)
+        names = self.check_tasks(tasks)
+        raw = self.raw_tensors({"image": torch.from_numpy(images)}, names)
+        return {t: decode(self.tasks[t], r, self.preprocessor) for t, r in raw.items()}
+
+    def _require_images(self, source: str) -> None:
+        if self.image_shape is None:
+            raise DataError(f"{source}: this model takes table rows, not images")
+
+    def _record_images(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """The ``image`` of each record (see :func:`lepton.data.images.record_image`), stacked
+        as ``float32 (N, C, H, W)``; a :class:`DataError` names the first bad record."""
+        from lepton.data.images import record_image
+
+        assert self.image_shape is not None
+        c, h, w = self.image_shape
+        images = np.empty((len(records), c, h, w), dtype=np.float32)
+        for i, rec in enumerate(records):
+            if not isinstance(rec, Mapping) or "image" not in rec:
+                raise DataError(f"records[{i}]: an image model needs the field 'image'")
+            try:
+                images[i] = record_image(rec["image"], self.image_shape)
+            except DataError as e:
+                raise DataError(f"records[{i}].image: {e}") from None
+        return images
 
     def _prediction_table(
         self, decoded: Mapping[str, Mapping[str, Any]], out: pd.DataFrame
@@ -221,17 +247,27 @@ class Predictor:
     ) -> list[dict[str, dict[str, Any]]]:
         """Per record ``{task: {"label", "probabilities"} | {"value"}}``, plain Python values.
 
-        ``records`` is a sequence of mappings (feature name → value) or a DataFrame.
+        ``records`` is a sequence of mappings (feature name → value) or a DataFrame. For an
+        image model each record holds ``"image"``: raw pixel values as an array or nested lists
+        of shape ``(C, H, W)`` (or ``(H, W)`` with one channel).
         Probabilities map each class (or label) name, as text, to its probability; a value is a
         number, or a list for a multi-output regression task.
         """
+        if self.image_shape is not None:
+            rows = records.to_dict("records") if isinstance(records, pd.DataFrame) else records
+            images = self._record_images(rows)
+            return self._per_record(self.decoded_images(images, tasks, "records"), len(images))
         df = (
             records
             if isinstance(records, pd.DataFrame)
             else pd.DataFrame.from_records(list(records))
         )
-        decoded = self.decoded(df, tasks, source="records")
-        out: list[dict[str, dict[str, Any]]] = [{} for _ in range(len(df))]
+        return self._per_record(self.decoded(df, tasks, source="records"), len(df))
+
+    def _per_record(
+        self, decoded: Mapping[str, Mapping[str, Any]], n: int
+    ) -> list[dict[str, dict[str, Any]]]:
+        out: list[dict[str, dict[str, Any]]] = [{} for _ in range(n)]
         for name, d in decoded.items():
             task = self.tasks[name]
             if "value" in d:

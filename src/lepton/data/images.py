@@ -73,6 +73,76 @@ def to_nchw(array: np.ndarray, source: str = "images") -> np.ndarray:
     return out
 
 
+def check_image_shape(images: np.ndarray, shape: Sequence[int] | None, source: str) -> None:
+    """A :class:`DataError` naming ``source`` unless ``(N, C, H, W)`` images are of ``shape``."""
+    if shape is not None and tuple(images.shape[1:]) != tuple(shape):
+        raise DataError(
+            f"{source}: images of shape {tuple(images.shape[1:])} (C, H, W), but the model "
+            f"takes {tuple(shape)}"
+        )
+
+
+def record_image(value: object, shape: Sequence[int]) -> np.ndarray:
+    """One image given as nested lists (or an array) → ``float32 (C, H, W)`` of ``shape``.
+
+    Takes ``(C, H, W)``, or ``(H, W)`` when the model has one channel; raw pixel values (numbers,
+    not booleans or texts), all finite. A :class:`DataError` says what is wrong (the caller
+    names the record).
+    """
+    c, h, w = (int(s) for s in shape)
+    expected = f"({c}, {h}, {w}) (channels, height, width)" + (f" or ({h}, {w})" if c == 1 else "")
+    if value is None or isinstance(value, str | bool | int | float | dict):
+        got = {str: "a text", bool: "a boolean", dict: "an object"}.get(type(value), "a number")
+        got = "null" if value is None else got
+        raise DataError(f"expected the image as nested lists of numbers {expected}, got {got}")
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError, OverflowError):
+        raise DataError(
+            f"the nested lists are ragged (rows of different lengths); expected {expected}"
+        ) from None
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    ):
+        what = "booleans" if arr.dtype == bool else "values other than numbers (texts, nulls, ...)"
+        raise DataError(f"the image holds {what}; expected raw pixel values (numbers)")
+    if c == 1 and arr.shape == (h, w):
+        arr = arr[None]
+    if arr.shape != (c, h, w):
+        raise DataError(f"the image has shape {tuple(arr.shape)}, the model takes {expected}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(out).all():
+        channel, y, x = (int(i) for i in np.argwhere(~np.isfinite(out))[0])
+        raise DataError(
+            f"pixel [{channel}][{y}][{x}] is NaN, infinite or too large for float32 "
+            f"({float(arr[channel, y, x])!r})"
+        )
+    return out
+
+
+def sample_images(
+    shape: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    rows: int = 16,
+    seed: int = 0,
+) -> np.ndarray:
+    """Raw images ``float32 (rows, C, H, W)`` for checking a model: per channel, pixels drawn
+    around the training mean and std, clipped to ``mean ± 4·std``; the first image is constant
+    (the mean), the second takes the extremes in a checkerboard."""
+    rng = np.random.default_rng(seed)
+    rows = max(int(rows), 2)
+    c, h, w = (int(s) for s in shape)
+    m = np.asarray(mean, dtype=np.float64).reshape(1, c, 1, 1)
+    s = np.asarray(std, dtype=np.float64).reshape(1, c, 1, 1)
+    images = np.clip(m + s * rng.normal(size=(rows, c, h, w)), m - 4 * s, m + 4 * s)
+    images[0] = m[0]
+    board = (np.add.outer(np.arange(h), np.arange(w)) % 2 * 2 - 1).astype(np.float64)
+    images[1] = m[0] + 3 * s[0] * board
+    return np.ascontiguousarray(images, dtype=np.float32)
+
+
 def read_image_file(path: str | Path, key: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
     """Images ``float32 (N, C, H, W)`` and a table of the 1-D arrays stored beside them.
 
@@ -285,11 +355,6 @@ def image_tensor_data(
     """The labelled images of ``data`` (see :func:`labelled_images`) as model tensors for an
     image bundle; a :class:`DataError` if their shape is not the model's."""
     table, arr = labelled_images(data, images)
-    shape = bundle.model.image_shape
-    if shape is not None and tuple(arr.shape[1:]) != tuple(shape):
-        raise DataError(
-            f"{images or data}: images of shape {tuple(arr.shape[1:])} (C, H, W), but the model "
-            f"takes {tuple(shape)}"
-        )
+    check_image_shape(arr, bundle.model.image_shape, str(images or data))
     labels = bundle.preprocessor.encode_targets(table, source=str(data))
     return table, TensorData({"image": torch.from_numpy(arr)}, labels)
