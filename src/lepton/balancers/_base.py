@@ -401,6 +401,32 @@ class GramianBalancer(GradientBalancer):
         return w @ G, w
 
 
+class PreferenceBalancer(GramianBalancer):
+    """A :class:`GramianBalancer` with task preferences ``pref`` (one weight per task).
+
+    ``pref=None`` means equal preferences: ``1/K`` each when :attr:`mean_pref` is true (the
+    update is then a mean), ones otherwise (the method's paper sums).
+    """
+
+    mean_pref: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        pref: Sequence[float] | None = None,
+        mode: Mode = "params",
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__(mode, chunk_size)
+        self.pref = None if pref is None else [float(p) for p in pref]
+
+    def preferences(self, tasks: torch.Tensor) -> np.ndarray:
+        """The preferences of the tasks in ``tasks`` (float64)."""
+        k = tasks.numel()
+        if self.pref is None:
+            return np.full(k, 1.0 / k if self.mean_pref else 1.0)
+        return np.asarray(self.pref, dtype=np.float64)[tasks.cpu().numpy()]
+
+
 def _gramian(J: torch.Tensor) -> torch.Tensor:
     """``J Jᵀ`` as a float64 CPU tensor (what the small solvers read)."""
     J = J.reshape(J.shape[0], -1)
