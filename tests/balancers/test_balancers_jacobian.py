@@ -60,6 +60,8 @@ TRUNKS = {
     "linear": lambda: nn.Sequential(nn.Linear(4, 6)),
     "no-bias": lambda: nn.Sequential(nn.Linear(4, 6, bias=False), nn.ReLU()),
     "mlp-relu": lambda: nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 6), nn.ReLU()),
+    "threshold": lambda: nn.Sequential(nn.Linear(4, 8), nn.Threshold(0.1, -0.5), nn.Linear(8, 6)),
+    "relu-inplace": lambda: nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True), nn.Linear(8, 6)),
     "batchnorm-train": lambda: nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU()),
     "batchnorm-eval": lambda: nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6)).eval(),
     "dropout": lambda: nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.3)),

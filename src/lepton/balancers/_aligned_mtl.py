@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 
-from lepton.balancers._base import GramianBalancer, Mode, register_balancer
+from lepton.balancers._base import PreferenceBalancer, register_balancer
 from lepton.balancers._solvers import normalized, single_thread_blas
 
 
 @register_balancer("aligned_mtl")
-class AlignedMTL(GramianBalancer):
+class AlignedMTL(PreferenceBalancer):
     r"""Aligned-MTL: align the principal components of the task gradients.
 
     Senushkin et al., *Independent Component Alignment for Multi-Task Learning*, CVPR 2023,
@@ -33,18 +31,9 @@ class AlignedMTL(GramianBalancer):
         See :class:`lepton.balancers.GradientBalancer`.
     """
 
-    def __init__(
-        self,
-        pref: Sequence[float] | None = None,
-        mode: Mode = "params",
-        chunk_size: int | None = None,
-    ) -> None:
-        super().__init__(mode, chunk_size)
-        self.pref = None if pref is None else [float(p) for p in pref]
-
     def gramian_weights(self, gramian: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         k = gramian.shape[0]
-        p = np.ones(k) if self.pref is None else np.asarray(self.pref)[tasks.cpu().numpy()]
+        p = self.preferences(tasks)
         Mn, s = normalized(gramian.cpu().numpy())
         if s == 0.0:
             return torch.from_numpy(p.astype(np.float64))

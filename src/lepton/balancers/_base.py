@@ -62,7 +62,22 @@ class Balancer(nn.Module):
         self.num_tasks: int | None = None
         self.task_weights: torch.Tensor | None = None
         self.last_weights: torch.Tensor | None = None
-        self.last_cosines: torch.Tensor | None = None
+        self.last_cosines = None
+
+    @property
+    def last_cosines(self) -> torch.Tensor | None:
+        """K×K cosine similarities of the last step's per-task gradients (``None`` if the method
+        computed none); worked out from the Gramian when first read."""
+        pending = self.__dict__.get("_cosines_from")
+        if pending is not None:
+            self.__dict__["_last_cosines"] = _cosines(*pending)
+            self.__dict__["_cosines_from"] = None
+        return self.__dict__.get("_last_cosines")
+
+    @last_cosines.setter
+    def last_cosines(self, value: torch.Tensor | None) -> None:
+        self.__dict__["_last_cosines"] = value
+        self.__dict__["_cosines_from"] = None
 
     def setup(self, num_tasks: int, task_weights: Sequence[float] | None = None) -> Balancer:
         """Declare the number of tasks (and their static weights, from the task declarations)."""
@@ -366,14 +381,7 @@ class GradientBalancer(Balancer):
     # ------------------------------------------------------------------ helpers
     def _record(self, k: int, tasks: torch.Tensor, M: torch.Tensor, w: torch.Tensor | None) -> None:
         idx = tasks.cpu().numpy()
-        m = M.numpy()
-        d = np.sqrt(np.clip(np.diag(m), 0.0, None))
-        denom = d[:, None] * d[None, :]
-        cos = np.zeros((k, k))
-        cos[np.ix_(idx, idx)] = np.clip(
-            np.divide(m, denom, out=np.zeros_like(m), where=denom > 0), -1.0, 1.0
-        )
-        self.last_cosines = torch.from_numpy(cos)
+        self.__dict__["_cosines_from"] = (k, idx, M)  # cosines computed only if read
         if w is None:
             self.last_weights = None
         else:
@@ -399,6 +407,44 @@ class GramianBalancer(GradientBalancer):
             return G.new_zeros(G.shape[1]), G.new_zeros(0)
         w = self.gramian_weights(gramian, tasks).to(G)
         return w @ G, w
+
+
+class PreferenceBalancer(GramianBalancer):
+    """A :class:`GramianBalancer` with task preferences ``pref`` (one weight per task).
+
+    ``pref=None`` means equal preferences: ``1/K`` each when :attr:`mean_pref` is true (the
+    update is then a mean), ones otherwise (the method's paper sums).
+    """
+
+    mean_pref: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        pref: Sequence[float] | None = None,
+        mode: Mode = "params",
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__(mode, chunk_size)
+        self.pref = None if pref is None else [float(p) for p in pref]
+
+    def preferences(self, tasks: torch.Tensor) -> np.ndarray:
+        """The preferences of the tasks in ``tasks`` (float64)."""
+        k = tasks.numel()
+        if self.pref is None:
+            return np.full(k, 1.0 / k if self.mean_pref else 1.0)
+        return np.asarray(self.pref, dtype=np.float64)[tasks.cpu().numpy()]
+
+
+def _cosines(k: int, idx: np.ndarray, M: torch.Tensor) -> torch.Tensor:
+    """The K×K cosine similarities from the Gramian ``M`` of the tasks ``idx`` (0 elsewhere)."""
+    m = M.numpy()
+    d = np.sqrt(np.clip(np.diag(m), 0.0, None))
+    denom = d[:, None] * d[None, :]
+    cos = np.zeros((k, k))
+    cos[np.ix_(idx, idx)] = np.clip(
+        np.divide(m, denom, out=np.zeros_like(m), where=denom > 0), -1.0, 1.0
+    )
+    return torch.from_numpy(cos)
 
 
 def _gramian(J: torch.Tensor) -> torch.Tensor:

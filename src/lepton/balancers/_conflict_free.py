@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 
-from lepton.balancers._base import GramianBalancer, Mode, register_balancer
+from lepton.balancers._base import PreferenceBalancer, register_balancer
 from lepton.balancers._solvers import normalized, single_thread_blas
 
 
 @register_balancer("conflict_free")
-class ConFIG(GramianBalancer):
+class ConFIG(PreferenceBalancer):
     r"""ConFIG: the direction with the same cosine to every task gradient, scaled by the sum of the
     gradients' projections on it.
 
@@ -33,18 +31,9 @@ class ConFIG(GramianBalancer):
         See :class:`lepton.balancers.GradientBalancer`.
     """
 
-    def __init__(
-        self,
-        pref: Sequence[float] | None = None,
-        mode: Mode = "params",
-        chunk_size: int | None = None,
-    ) -> None:
-        super().__init__(mode, chunk_size)
-        self.pref = None if pref is None else [float(p) for p in pref]
-
     def gramian_weights(self, gramian: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         k = gramian.shape[0]
-        p = np.ones(k) if self.pref is None else np.asarray(self.pref)[tasks.cpu().numpy()]
+        p = self.preferences(tasks)
         Mn, s = normalized(gramian.cpu().numpy())
         w = np.zeros(k)
         if s == 0.0:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from lepton.balancers._base import GramianBalancer, Mode, register_balancer
+from lepton.balancers._base import Mode, PreferenceBalancer, register_balancer
 from lepton.balancers._solvers import normalized, project_dual_cone, psd_factor
 
 
@@ -33,15 +33,26 @@ def _prepared(
     return psd_factor(Ms), Ms, nz
 
 
-def _pref(pref: Sequence[float] | None, tasks: torch.Tensor) -> np.ndarray:
-    k = tasks.numel()
-    if pref is None:
-        return np.full(k, 1.0 / k)
-    return np.asarray(pref, dtype=np.float64)[tasks.cpu().numpy()]
+class _DualCone(PreferenceBalancer):
+    """Projections onto the dual cone of the task gradients, with preferences (mean by default)."""
+
+    mean_pref = True
+
+    def __init__(
+        self,
+        pref: Sequence[float] | None = None,
+        reg_eps: float = 0.0,
+        mode: Mode = "params",
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__(pref, mode, chunk_size)
+        if reg_eps < 0:
+            raise ValueError("reg_eps must be >= 0")
+        self.reg_eps = float(reg_eps)
 
 
 @register_balancer("upgrad")
-class UPGrad(GramianBalancer):
+class UPGrad(_DualCone):
     r"""Unconflicting projection of gradients: project every task gradient onto the dual cone and
     average.
 
@@ -64,21 +75,8 @@ class UPGrad(GramianBalancer):
         See :class:`lepton.balancers.GradientBalancer`.
     """
 
-    def __init__(
-        self,
-        pref: Sequence[float] | None = None,
-        reg_eps: float = 0.0,
-        mode: Mode = "params",
-        chunk_size: int | None = None,
-    ) -> None:
-        super().__init__(mode, chunk_size)
-        if reg_eps < 0:
-            raise ValueError("reg_eps must be >= 0")
-        self.pref = None if pref is None else [float(p) for p in pref]
-        self.reg_eps = float(reg_eps)
-
     def gramian_weights(self, gramian: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
-        p = _pref(self.pref, tasks)
+        p = self.preferences(tasks)
         A, Ms, nz = _prepared(gramian, self.reg_eps)
         w = p.copy()
         if A is None:
@@ -98,7 +96,7 @@ class UPGrad(GramianBalancer):
 
 
 @register_balancer("dualproj")
-class DualProj(GramianBalancer):
+class DualProj(_DualCone):
     r"""Project the (preference-weighted) mean gradient onto the dual cone of the task gradients.
 
     Quinton & Rey, 2024 (torchjd's ``DualProj``):
@@ -117,21 +115,8 @@ class DualProj(GramianBalancer):
         See :class:`lepton.balancers.GradientBalancer`.
     """
 
-    def __init__(
-        self,
-        pref: Sequence[float] | None = None,
-        reg_eps: float = 0.0,
-        mode: Mode = "params",
-        chunk_size: int | None = None,
-    ) -> None:
-        super().__init__(mode, chunk_size)
-        if reg_eps < 0:
-            raise ValueError("reg_eps must be >= 0")
-        self.pref = None if pref is None else [float(p) for p in pref]
-        self.reg_eps = float(reg_eps)
-
     def gramian_weights(self, gramian: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
-        p = _pref(self.pref, tasks)
+        p = self.preferences(tasks)
         A, Ms, nz = _prepared(gramian, self.reg_eps)
         w = p.copy()
         if A is None or np.all(Ms @ p[nz] >= 0):
