@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,49 @@ def test_progress_bar_on_a_terminal(bundle_dir: Path, tmp_path: Path) -> None:
     predict_file(bundle_dir, src, out, chunk_rows=100, progress=True, console=console)
     text = buffer.getvalue()
     assert "predicting in.csv" in text and "344 rows" in text
+
+
+def _malformed_penguins(path: Path) -> list[int]:
+    """The penguins CSV with lines holding an extra field (an unquoted comma in a text, say):
+    data rows 1 (the first line, which pandas would otherwise cut to the header's width), 45
+    (inside a chunk), 344 (the last line); row 101 keeps its bad value. Returns those rows."""
+    df = _bad_penguins(path)
+    lines = path.read_text().splitlines()
+    for row in (1, 45, 344):
+        lines[row] = lines[row] + ",Biscoe"  # line row+1 of the file, data row `row`
+    path.write_text("\n".join(lines) + "\n")
+    assert len(df) == 344
+    return [1, 45, 344]
+
+
+def test_lines_with_extra_fields_are_bad_rows(
+    bundle_dir: Path, expected: pd.DataFrame, tmp_path: Path
+) -> None:
+    src = tmp_path / "shifted.csv"
+    malformed = _malformed_penguins(src)
+    # default: stop, naming the line
+    with pytest.raises(DataError, match=r"shifted.csv: line 2 has \d+ fields, the header has \d+"):
+        predict_file(bundle_dir, src, tmp_path / "out.csv", keep=["id"], chunk_rows=10)
+    assert not (tmp_path / "out.csv").exists()
+    lines = src.read_text().splitlines()
+    lines[1] = lines[1].removesuffix(",Biscoe")
+    src.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"line 46 has \d+ fields, the header has \d+"):
+        predict_file(bundle_dir, src, tmp_path / "out.csv", keep=["id"], chunk_rows=10)
+    # skip: left out and listed with their row numbers; the rows after them keep theirs
+    _malformed_penguins(src)
+    res = predict_file(
+        bundle_dir, src, tmp_path / "out.csv", keep=["id"], chunk_rows=10, on_error="skip"
+    )
+    skipped = sorted([*malformed, 101, 251, 301])
+    assert (res.rows_read, res.rows_skipped, res.rows_written) == (344, 6, 338)
+    rejects = pd.read_csv(res.errors_path, dtype={"id": str}).sort_values("row")
+    assert rejects["row"].tolist() == skipped
+    reasons = dict(zip(rejects["row"], rejects["error"], strict=True))
+    assert re.fullmatch(r"line 2 has (\d+) fields, the header has \d+", reasons[1])
+    assert re.fullmatch(r"line 46 has (\d+) fields, the header has \d+", reasons[45])
+    assert reasons[344].startswith("line 345 has ")
+    assert reasons[101] == "column 'bill_length_mm' must be numeric, but holds 'long'"
+    got = pd.read_csv(tmp_path / "out.csv", dtype={"id": str})
+    want = expected.drop(index=[r - 1 for r in skipped]).reset_index(drop=True)
+    _assert_same(got, want)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 
@@ -175,6 +176,28 @@ def _progress_bar(
         yield update
 
 
+class _RowNumbers:
+    """0-based data-row numbers of the rows a CSV reader yields, around the lines it left out."""
+
+    def __init__(self) -> None:
+        self.next = 0
+        self.skipped: set[int] = set()
+
+    def skip(self, rows: Sequence[int]) -> None:
+        self.skipped.update(r - 1 for r in rows)
+
+    def take(self, n: int) -> pd.Index:
+        ahead = sorted(r for r in self.skipped if r >= self.next)
+        if not ahead:
+            start, self.next = self.next, self.next + n
+            return pd.RangeIndex(start, start + n)
+        numbers = np.arange(self.next, self.next + n + len(ahead))
+        numbers = numbers[~np.isin(numbers, ahead)][:n]
+        self.next = int(numbers[-1]) + 1 if n else self.next
+        self.skipped = {r for r in self.skipped if r >= self.next}
+        return pd.Index(numbers)
+
+
 def predict_file(
     bundle: Bundle | Predictor | str | Path,
     input: str | Path,
@@ -206,9 +229,11 @@ def predict_file(
         Rows read, predicted and written at a time: memory is bounded by the chunk, not the file.
     on_error:
         ``"stop"`` (default): a row with a bad value (text in a numeric feature, an infinite
-        number) stops the run with a :class:`DataError` naming the file, the row (1 = first
-        data row) and the column, and no output is written. ``"skip"``: such rows are left out
-        of the output and written, with their row number and the reason, to ``errors_path``.
+        number) or a CSV line with more fields than the header stops the run with a
+        :class:`DataError` naming the file, the row (1 = first data row) or line, and the
+        column, and no output is written. ``"skip"``: such rows are left out of the output and
+        written, with their row number and the reason, to ``errors_path`` (a malformed line
+        with its number and field count, its values blank).
     errors_path:
         The side file of skipped rows (CSV; default ``OUT.errors.csv``); written whenever
         ``on_error="skip"``, with a header only when no row was skipped.
@@ -264,16 +289,35 @@ def predict_file(
             def on_bytes(done: int, total: int) -> None:
                 state["done"], state["total"] = done, total
 
+            bad_lines: list[tuple[int, str]] = []
+            numbering = _RowNumbers()
+
+            def write_bad_lines() -> None:
+                if not bad_lines:
+                    return
+                assert skipped is not None
+                rows = [line - 1 for line, _ in bad_lines]  # line 1 is the header
+                numbering.skip(rows)
+                side = pd.DataFrame({"row": rows, "error": [r for _, r in bad_lines]})
+                skipped.write(side.reindex(columns=["row", "error", *columns]))
+                result.rows_read += len(bad_lines)
+                result.rows_skipped += len(bad_lines)
+                bad_lines.clear()
+
             chunks = iter_table(
                 input,
                 chunk_rows,
                 columns=columns,
                 dtype=text_columns or None,
                 progress=on_bytes,
+                bad_lines=None
+                if skipped is None
+                else lambda line, why: bad_lines.append((line, why)),
             )
             for chunk in chunks:
+                write_bad_lines()
                 n = len(chunk)
-                chunk.index = pd.RangeIndex(result.rows_read, result.rows_read + n)
+                chunk.index = numbering.take(n)
                 result.rows_read += n
                 result.chunks += 1
                 bad = pre.invalid_rows(chunk)
@@ -296,6 +340,7 @@ def predict_file(
                 result.rows_written += len(predictions)
                 if bar is not None:
                     bar(state["done"], state["total"], result.rows_read)
+            write_bad_lines()  # lines after the last good row
         writer.commit()
         if skipped is not None:
             if result.rows_skipped == 0:

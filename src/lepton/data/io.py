@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import re
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,6 +75,7 @@ def iter_table(
     columns: Sequence[str] | None = None,
     dtype: Mapping[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    bad_lines: Callable[[int, str], None] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Stream a CSV/TSV/Parquet file in chunks of at most ``chunk_rows`` rows (bounded memory).
 
@@ -79,6 +83,12 @@ def iter_table(
     in every chunk, e.g. ``{"id": str}``); ``progress(bytes_read, bytes_total)`` is called after
     each chunk. Each chunk keeps pandas' index: CSV chunks continue the row count, Parquet
     batches restart at 0.
+
+    A CSV line with more fields than the header is an error naming the line, unless
+    ``bad_lines`` is given: such lines are then left out and ``bad_lines(line, reason)`` is
+    called for each (``line``: 1-based line of the file), before the chunk that follows them is
+    yielded (after the last chunk for trailing ones). A line with fewer fields reads as missing
+    values in its last columns, as CSV readers do.
     """
     p = Path(path)
     fmt = table_format(p)
@@ -98,17 +108,94 @@ def iter_table(
                         progress(min(fh.tell(), total), total)
                     yield chunk
             else:
+                # Every column is parsed (``usecols`` would let pandas ignore extra fields,
+                # hiding a shifted line) and none becomes the index. Over-long lines at the top
+                # are found first: after one, pandas would cut every later line to the header.
+                leading = _leading_long_lines(p)
+                if leading and bad_lines is None:
+                    raise DataError(f"{p}: {leading[0][1]}")
+                for line, why in leading:
+                    assert bad_lines is not None
+                    bad_lines(line, why)
                 reader = pd.read_csv(
-                    fh, sep=_csv_sep(p), chunksize=chunk_rows, usecols=cols, dtype=dtype
+                    fh,
+                    sep=_csv_sep(p),
+                    chunksize=chunk_rows,
+                    dtype=dtype,
+                    index_col=False,
+                    skiprows=[line - 1 for line, _ in leading] or None,
+                    on_bad_lines="error" if bad_lines is None else "warn",
                 )
-                for chunk in reader:
+                while True:
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always", pd.errors.ParserWarning)
+                        chunk = next(reader, None)
+                    _report_bad_lines(caught, bad_lines)
+                    if chunk is None:
+                        break
                     if progress is not None:
                         progress(min(fh.tell(), total), total)
-                    yield chunk
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+                    yield chunk if cols is None else chunk[cols]
+    except pd.errors.ParserError as e:
+        m = _TOO_MANY_FIELDS.search(str(e))
+        if m is not None:
+            expected, line, saw = m.groups()
+            raise DataError(
+                f"{p}: line {line} has {saw} fields, the header has {expected}"
+            ) from None
+        raise DataError(f"{p}: cannot be read as {fmt}: {str(e).strip().splitlines()[0]}") from None
+    except (pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise DataError(f"{p}: cannot be read as {fmt}: {str(e).strip().splitlines()[0]}") from None
     except (OSError, ValueError) as e:  # pyarrow errors derive from these
         raise DataError(f"{p}: cannot be read as {fmt}: {str(e).strip().splitlines()[0]}") from None
+
+
+_TOO_MANY_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+_SKIPPED_LINE = re.compile(r"Skipping line (\d+): expected (\d+) fields, saw (\d+)")
+
+
+_HEADER_MISMATCH = "Length of header or names does not match length of data"
+
+
+def _leading_long_lines(p: Path, limit: int = 1000) -> list[tuple[int, str]]:
+    """The lines right after the header that have more fields than it (up to the first one
+    that does not), as ``(line, reason)``."""
+    found: list[tuple[int, str]] = []
+    try:
+        with open(p, encoding="utf-8", newline="") as fh:
+            reader = csv.reader(fh, delimiter=_csv_sep(p))
+            header = next(reader, None)
+            if header is None:
+                return found
+            for record in reader:
+                if len(record) <= len(header):
+                    return found
+                line = reader.line_num
+                found.append((line, f"line {line} has {len(record)} fields, the header has "
+                                    f"{len(header)}"))  # fmt: skip
+                if len(found) >= limit:
+                    raise DataError(
+                        f"{p}: the first {limit} lines after the header all have more fields "
+                        "than the header (another separator?)"
+                    )
+    except (UnicodeDecodeError, csv.Error):
+        return found  # pandas names the problem
+    return found
+
+
+def _report_bad_lines(
+    caught: list[warnings.WarningMessage], bad_lines: Callable[[int, str], None] | None
+) -> None:
+    """Turn pandas' "Skipping line N" warnings into ``bad_lines(N, reason)`` calls (other
+    warnings are issued again)."""
+    for w in caught:
+        message = str(w.message)
+        found = _SKIPPED_LINE.findall(message)
+        if not found and not message.startswith(_HEADER_MISMATCH):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        for line, expected, saw in found:
+            if bad_lines is not None:
+                bad_lines(int(line), f"line {line} has {saw} fields, the header has {expected}")
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> None:
