@@ -1,8 +1,8 @@
 """Helpers shared by the export, serving and streaming-prediction tests.
 
-One small penguins bundle with a fusion task is trained once per test session (shared by the
-pytest-xdist workers through a file lock), and a real ``lepton serve`` process can be started
-on a free loopback port.
+One small penguins bundle with a fusion task, and one small image bundle (10×10 stripes), are
+trained once per test session (shared by the pytest-xdist workers through a file lock), and a
+real ``lepton serve`` process can be started on a free loopback port.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 from filelock import FileLock
 
@@ -60,6 +61,42 @@ def fusion_bundle(tmp_path_factory: Any) -> Path:
         if not (bundle / "lepton.json").is_file():
             run_experiment(config_from_dict(FUSION_CONFIG), root / "run", overwrite=True)
     return bundle
+
+
+def stripes(n: int, seed: int) -> dict[str, np.ndarray]:
+    """``n`` noisy 10×10 one-channel images with a bright row (``row``: 0/1) and column
+    (``col``: 0/1/2), plus an ``id`` per image."""
+    rng = np.random.default_rng(seed)
+    rows, cols = rng.integers(0, 2, n), rng.integers(0, 3, n)
+    imgs = rng.integers(0, 40, size=(n, 10, 10)).astype(np.uint8)
+    for i in range(n):
+        imgs[i, 2 + 4 * rows[i], :] = 255
+        imgs[i, :, 1 + 3 * cols[i]] = 200
+    return {"images": imgs, "row": rows, "col": cols, "id": np.arange(n) + 1000 * seed}
+
+
+def image_run(tmp_path_factory: Any) -> Path:
+    """The session's trained image run directory (a tiny CNN: tasks ``row`` binary, ``col``
+    multiclass; ``test.npz`` beside it holds 30 labelled images)."""
+    from lepton import config_from_dict, run_experiment
+
+    base = session_dir(tmp_path_factory)
+    root = base / "lepton-image-bundle"
+    run = root / "run"
+    with FileLock(str(base / "lepton-image-bundle.lock")):
+        if not (run / "bundle" / "lepton.json").is_file():
+            root.mkdir(parents=True, exist_ok=True)
+            for split, (n, seed) in {"train": (64, 0), "val": (16, 1), "test": (30, 2)}.items():
+                np.savez(root / f"{split}.npz", **stripes(n, seed))
+            cfg = {
+                "data": {"images": {s: str(root / f"{s}.npz") for s in ("train", "val", "test")}},
+                "tasks": {"row": {"kind": "binary"}, "col": {"kind": "multiclass"}},
+                "model": {"hidden": [8], "head_hidden": [4], "cnn": {"channels": [4, 8]}},
+                "train": {"epochs": 2, "batch_size": 16, "seed": 0},
+                "logging": {"progress": False},
+            }
+            run_experiment(config_from_dict(cfg), run, overwrite=True)
+    return run
 
 
 def penguin_frame() -> pd.DataFrame:

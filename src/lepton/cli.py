@@ -198,7 +198,7 @@ def train(
     out.print(f"run directory: {result.run_dir}")
     out.print(
         "predict with the saved model:\n"
-        f"  lepton predict {result.bundle_dir} {result.run_dir / 'sample_input.csv'} "
+        f"  lepton predict {result.bundle_dir} {result.run_dir / result.sample_input} "
         "-o predictions.csv"
     )
 
@@ -214,15 +214,27 @@ def evaluate(
     tasks: Annotated[
         str | None, typer.Option("--tasks", help="Comma-separated tasks (default: all labelled).")
     ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option("--images", help="Image model: .npy/.npz images labelled by --data rows."),
+    ] = None,
 ) -> None:
-    """Per-task metrics of a trained model on a labelled file."""
+    """Per-task metrics of a trained model on a labelled file (an image model: an .npz with
+    images and label arrays, or --data labels.csv --images images.npy)."""
     from lepton.bundle import Bundle
     from lepton.data import TensorData, read_table
     from lepton.evaluate import evaluate as run_eval
 
     bundle = Bundle.load(run_dir)
-    df = read_table(data)
-    tensors = TensorData.from_frame(df, bundle.preprocessor, str(data))
+    if bundle.model.image_shape is not None:
+        from lepton.data.images import image_tensor_data
+
+        df, tensors = image_tensor_data(bundle, data, images)
+    else:
+        if images is not None:
+            raise DataError("--images: this model takes table rows, not images")
+        df = read_table(data)
+        tensors = TensorData.from_frame(df, bundle.preprocessor, str(data))
     wanted = bundle.predictor().check_tasks(_split_list(tasks))
     selected = [t for t in bundle.tasks if t.name in wanted]
     absent = [t.name for t in selected if t.name not in tensors.targets]
@@ -269,7 +281,10 @@ def predict(
     ],
     input: Annotated[
         Path,
-        typer.Argument(metavar="INPUT", help="CSV/TSV/Parquet file with the feature columns."),
+        typer.Argument(
+            metavar="INPUT",
+            help="CSV/TSV/Parquet file with the feature columns (image model: .npy/.npz).",
+        ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output CSV/TSV/Parquet file.")],
     tasks: Annotated[
@@ -299,9 +314,13 @@ def predict(
 ) -> None:
     """Predict every (or the selected) task for each row of a file, streamed in chunks."""
     from lepton.bundle import predict_file
+    from lepton.data.images import is_image_file
 
     if errors_file is not None and on_error is not OnError.skip:
         raise LeptonError("--errors-file goes with --on-error skip")
+    if is_image_file(input):
+        _predict_images(bundle, input, output, tasks, keep)
+        return
     res = predict_file(
         bundle,
         input,
@@ -321,6 +340,28 @@ def predict(
         err.print(f"skipped {res.rows_skipped} bad row(s); listed in {res.errors_path}")
 
 
+def _predict_images(
+    bundle: Path, input: Path, output: Path, tasks: str | None, keep: str | None
+) -> None:
+    """``lepton predict`` on an image array file (.npy/.npz), read whole."""
+    from lepton.bundle import Bundle
+    from lepton.data import write_table
+    from lepton.data.images import read_image_file
+    from lepton.data.io import table_format
+
+    table_format(output)
+    predictor = Bundle.load(bundle).predictor()
+    names = predictor.check_tasks(_split_list(tasks))
+    images, table = read_image_file(input)
+    kept = _split_list(keep) or []
+    missing = [c for c in kept if c not in table.columns]
+    if missing:
+        raise DataError(f"{input}: array(s) to keep not found: {', '.join(missing)}")
+    result = predictor.predict_images(images, names, keep=table[kept], source=str(input))
+    write_table(result, output)
+    err.print(f"wrote {len(result)} rows × {len(names)} task(s) to {output}")
+
+
 @app.command()
 @_handled
 def export(
@@ -337,7 +378,11 @@ def export(
     ] = None,
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="CSV/Parquet rows to verify with (default: generated)."),
+        typer.Option(
+            "--data",
+            help="CSV/Parquet rows (an .npy/.npz of images for an image model) to verify with "
+            "(default: generated).",
+        ),
     ] = None,
     record: Annotated[
         bool,
@@ -346,20 +391,24 @@ def export(
 ) -> None:
     """Export the model to ONNX, verified against PyTorch with onnxruntime (to 1e-5)."""
     from lepton.bundle import export_onnx
-    from lepton.data import read_table
+    from lepton.data import read_image_file, read_table
+    from lepton.data.images import is_image_file
 
-    sample = None
-    if data is not None:
+    sample: Any = None
+    if data is not None and is_image_file(data):
+        sample = read_image_file(data)[0][:256]
+    elif data is not None:
         sample = read_table(data).head(256)
     info = export_onnx(bundle, onnx, _split_list(tasks), opset=opset, sample=sample, record=record)
     worst = max(info.max_abs_diff.values(), default=0.0)
+    unit = "images" if [i["name"] for i in info.inputs] == ["image"] else "rows"
     inputs = ", ".join(f"{i['name']} {i['dtype']} {i['shape']}" for i in info.inputs)
     out.print(
         f"wrote {onnx} (opset {info.opset}): inputs {inputs}; outputs {', '.join(info.tasks)}",
         markup=False,
     )
     out.print(
-        f"verified with onnxruntime on {info.verified_rows} rows: largest difference to "
+        f"verified with onnxruntime on {info.verified_rows} {unit}: largest difference to "
         f"PyTorch {worst:.2g} (tolerance 1e-5)",
         markup=False,
     )
@@ -477,6 +526,8 @@ def datasets(
                 "tasks": {t: spec["kind"] for t, spec in info.tasks.items()},
                 "numeric": list(info.numeric),
                 "categorical": list(info.categorical),
+                "images": info.images is not None,
+                "options": info.options(),
                 "source": info.source,
             }
         )

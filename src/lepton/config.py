@@ -53,12 +53,55 @@ class SplitConfig(_Strict):
 
 
 class AugmentConfig(_Strict):
-    """Training-time augmentation of tabular inputs (never applied at evaluation or prediction)."""
+    """Training-time augmentation (never applied at evaluation or prediction).
+
+    ``noise_std`` and ``feature_dropout`` apply to tabular features; ``shift``, ``crop_scale``,
+    ``hflip`` and ``vflip`` to images. Enable a flip only where it keeps every label true.
+    """
 
     noise_std: float = Field(0.0, ge=0.0, description="Gaussian noise on standardised numerics")
     feature_dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="probability of blanking each feature (mean / unknown)"
     )
+    shift: int = Field(0, ge=0, description="images: random shift by up to this many pixels")
+    crop_scale: float = Field(
+        1.0, gt=0.0, le=1.0, description="images: random crop of at least this area, resized back"
+    )
+    hflip: bool = Field(False, description="images: random horizontal flip")
+    vflip: bool = Field(False, description="images: random vertical flip")
+
+    @property
+    def image_active(self) -> bool:
+        return self.shift > 0 or self.crop_scale < 1.0 or self.hflip or self.vflip
+
+    @property
+    def tabular_active(self) -> bool:
+        return self.noise_std > 0 or self.feature_dropout > 0
+
+
+class ImagesConfig(_Strict):
+    """Image inputs: arrays in ``.npy``/``.npz`` files whose rows line up with the label table.
+
+    ``file`` goes with ``data.path`` (one table, split by ``split``), ``train``/``val``/``test``
+    with the ``data.train``/``val``/``test`` tables. Without a table, the labels are the 1-D
+    arrays stored beside the images in the ``.npz`` files.
+    """
+
+    file: str | None = Field(None, description="one image array, split like its table")
+    train: str | None = Field(None, description="training images (with `data.train`, if any)")
+    val: str | None = Field(None, description="validation images")
+    test: str | None = Field(None, description="test images")
+    key: str | None = Field(None, description="name of the image array inside .npz files")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ImagesConfig:
+        if bool(self.file) == bool(self.train):
+            raise ValueError(
+                "give `file` (one array, split by fraction) or `train` (+ `val`/`test`)"
+            )
+        if (self.val or self.test) and not self.train:
+            raise ValueError("`val`/`test` image files go with a `train` image file")
+        return self
 
 
 class DataConfig(_Strict):
@@ -70,20 +113,51 @@ class DataConfig(_Strict):
     val: str | None = Field(None, description="a separate validation file")
     test: str | None = Field(None, description="a separate test file")
     features: FeaturesConfig | None = Field(None, description="default: the dataset's own")
+    images: ImagesConfig | None = Field(None, description="image inputs (.npy/.npz arrays)")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="parameters of a bundled dataset's generator"
+    )
     split: SplitConfig = Field(default_factory=SplitConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
         given = [n for n in ("dataset", "path", "train") if getattr(self, n)]
-        if len(given) != 1:
+        if self.images is not None:
+            _check_images(self, given)
+        elif len(given) != 1:
             raise ValueError(
                 "give exactly one data source: `dataset` (bundled), `path` (one file to split) "
                 f"or `train` (+ `val`/`test` files); got {given or 'none'}"
             )
         if (self.val or self.test) and not self.train:
             raise ValueError("`val`/`test` files go with a `train` file")
+        if self.options and not self.dataset:
+            raise ValueError("`options` are the parameters of a bundled `dataset`")
         return self
+
+
+def _check_images(cfg: DataConfig, given: list[str]) -> None:
+    images = cfg.images
+    assert images is not None
+    if cfg.dataset:
+        raise ValueError(
+            "`images` go with your own labels (`path`/`train`); a bundled dataset "
+            "brings its own inputs"
+        )
+    if len(given) > 1:
+        raise ValueError(f"give at most one label table (`path` or `train`); got {given}")
+    if cfg.features is not None:
+        raise ValueError("`features`: with `images` the images are the model's input")
+    if cfg.path and not images.file:
+        raise ValueError("`path` (one table split by fraction) goes with `images.file`")
+    if cfg.train and not images.train:
+        raise ValueError("`train` (+ `val`/`test` tables) goes with `images.train` (+ val/test)")
+    if cfg.train and (bool(cfg.val) != bool(images.val) or bool(cfg.test) != bool(images.test)):
+        raise ValueError(
+            "give an image file for each table: `val`/`test` and "
+            "`images.val`/`images.test` go together"
+        )
 
 
 class TaskConfig(_Strict):
@@ -111,6 +185,24 @@ class TaskConfig(_Strict):
     head_hidden: list[int] | None = Field(None, description="this head's widths (model default)")
 
 
+class CNNConfig(_Strict):
+    """The CNN encoder of image data: a small ResNet (``lepton.models.ConvEncoder``)."""
+
+    channels: list[int] = Field(
+        default_factory=lambda: [16, 32, 64],
+        description="width of each stage; every stage after the first halves the resolution",
+    )
+    blocks: int = Field(1, ge=1, description="residual blocks per stage")
+    stem_stride: int = Field(1, ge=1, le=4, description="stride of the first convolution")
+
+    @field_validator("channels")
+    @classmethod
+    def _widths(cls, v: list[int]) -> list[int]:
+        if not v or any(w < 1 for w in v):
+            raise ValueError("give at least one stage, with positive widths")
+        return v
+
+
 class ModelConfig(BaseModel):
     """Architecture and widths. Extra keys are the architecture's own hyperparameters."""
 
@@ -128,6 +220,7 @@ class ModelConfig(BaseModel):
     embedding_dim: int | None = Field(None, ge=1, description="None: by vocabulary size")
     head_hidden: list[int] = Field(default_factory=lambda: [32], description="task head widths")
     head_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout inside task heads")
+    cnn: CNNConfig | None = Field(None, description="the CNN encoder of image data")
 
     @field_validator("hidden", "head_hidden")
     @classmethod

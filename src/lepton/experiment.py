@@ -51,6 +51,7 @@ class RunResult:
     best_epoch: int | None = None
     epochs_completed: int = 0
     efficiency: dict[str, Any] = field(default_factory=dict)
+    sample_input: str = "sample_input.csv"
 
     @property
     def bundle_dir(self) -> Path:
@@ -110,13 +111,7 @@ def _single_task(task: Task) -> Task:
 
 
 def _build_model(config: Config, data: PreparedData, tasks: list[Task]) -> MultiTaskModel:
-    return MultiTaskModel.build(
-        tasks,
-        len(data.preprocessor.numeric),
-        data.preprocessor.cardinalities,
-        config.model,
-        seed=config.train.seed,
-    )
+    return MultiTaskModel.for_data(data, config.model, seed=config.train.seed, tasks=tasks)
 
 
 def train_baselines(
@@ -269,8 +264,29 @@ def run_experiment(
     name = config.logging.run_name or (Path(config_path).stem if config_path else run_dir.name)
     Bundle(model, data.preprocessor, name=name, metrics={split: metrics}).save(run_dir / "bundle")
     _write_json(run_dir / "results.json", result.to_json())
+    _write_sample(data, run_dir, result)
+    return result
+
+
+def _write_sample(data: PreparedData, run_dir: Path, result: RunResult) -> None:
+    """A few input rows to try ``lepton predict`` on: a table, or an ``.npy`` of images."""
+    held_out = data.test if data.test is not None else data.train
+    if "image" in held_out.inputs:
+        result.sample_input = "sample_input.npy"
+        images = held_out.inputs["image"][:SAMPLE_ROWS].numpy()
+        atomic_write_bytes(run_dir / result.sample_input, _npy_bytes(images))
+        return
     sample = data.frames.test if data.frames.test is not None else data.frames.train
     write_table(
         sample[data.preprocessor.feature_columns].head(SAMPLE_ROWS), run_dir / "sample_input.csv"
     )
-    return result
+
+
+def _npy_bytes(array: Any) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()

@@ -49,6 +49,18 @@ def _output_description(task: Task) -> dict[str, Any]:
     }
 
 
+def _image_input(model: MultiTaskModel) -> dict[str, Any]:
+    shape = model.image_shape
+    if shape is None:
+        return {}
+    return {
+        "image": {
+            "shape": list(shape),
+            "layout": "NCHW float32, raw pixel values (standardised inside the model)",
+        }
+    }
+
+
 def bundle_dir(path: str | Path) -> Path:
     """The bundle folder ``path`` names: itself, or ``path/bundle`` for a run directory."""
     path = Path(path)
@@ -106,6 +118,7 @@ class Bundle:
             "inputs": {
                 "numeric": self.preprocessor.numeric,
                 "categorical": self.preprocessor.categorical,
+                **_image_input(self.model),
             },
             "outputs": {t.name: _output_description(t) for t in self.tasks},
             "preprocessor": self.preprocessor.to_dict(),

@@ -1,11 +1,13 @@
 """ONNX export of a bundle's model, verified against PyTorch with onnxruntime.
 
-The graph takes the preprocessed input tensors (``numeric`` float32 and ``categorical`` int64,
-one row per record, any number of rows) and has one output per exported task, named after the
-task: the raw head output (logits for classification, standardised values for regression), the
-same tensor :meth:`lepton.bundle.Predictor.raw` returns. Fusion tasks are computed inside the
-graph. Preprocessing and decoding stay outside the graph; the bundle's ``lepton.json`` (and the
-ONNX file's metadata) describe them for consumers in any language.
+The graph of a tabular model takes the preprocessed input tensors (``numeric`` float32 and
+``categorical`` int64, one row per record, any number of rows); the graph of an image model takes
+``image``, float32 ``(batch, C, H, W)`` raw pixel values (the model standardises them itself, as
+:meth:`lepton.bundle.Predictor.predict_images` feeds them). It has one output per exported task,
+named after the task: the raw head output (logits for classification, standardised values for
+regression), the same tensor :meth:`lepton.bundle.Predictor.raw` returns. Fusion tasks are
+computed inside the graph. Preprocessing and decoding stay outside the graph; the bundle's
+``lepton.json`` (and the ONNX file's metadata) describe them for consumers in any language.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch import nn
 
 from lepton._optional import require
 from lepton.bundle._bundle import META, Bundle, _output_description
+from lepton.data.images import check_image_shape, sample_images, to_nchw
 from lepton.data.preprocess import Preprocessor
 from lepton.errors import BundleError, DataError, ExportError
 from lepton.models import MultiTaskModel
@@ -103,6 +106,16 @@ def sample_records(preprocessor: Preprocessor, rows: int = 16, seed: int = 0) ->
     return pd.DataFrame(data)
 
 
+def sample_image_input(model: MultiTaskModel, rows: int = 16, seed: int = 0) -> np.ndarray:
+    """Raw images ``float32 (rows, C, H, W)`` for verifying the export of an image model: pixels
+    around the training images' per-channel mean and std (see
+    :func:`lepton.data.images.sample_images`)."""
+    encoder = model.spec()["encoder"]
+    if encoder.get("type") != "image":
+        raise ExportError("the model takes table rows, not images")
+    return sample_images(encoder["shape"], encoder["mean"], encoder["std"], rows, seed)
+
+
 def _check_tasks(bundle: Bundle, tasks: Sequence[str] | None) -> list[str]:
     names = [t.name for t in bundle.tasks]
     if tasks is None:
@@ -165,13 +178,59 @@ def _input_description(preprocessor: Preprocessor, name: str, t: torch.Tensor) -
     return d
 
 
+def _image_description(model: MultiTaskModel) -> dict[str, Any]:
+    encoder = model.spec()["encoder"]
+    return {
+        "name": "image",
+        "dtype": "float32",
+        "shape": [BATCH_DIM, *encoder["shape"]],
+        "layout": "NCHW",
+        "values": "raw pixel values; the graph standardises them per channel with mean and std",
+        "mean": list(encoder["mean"]),
+        "std": list(encoder["std"]),
+    }
+
+
+def _image_inputs(
+    model: MultiTaskModel, sample: pd.DataFrame | np.ndarray | None
+) -> dict[str, torch.Tensor]:
+    if sample is None:
+        images = sample_image_input(model)
+    elif isinstance(sample, pd.DataFrame):
+        raise ExportError(
+            f"this model takes images {model.image_shape} (C, H, W): verify it with an image "
+            "array (.npy/.npz), not table rows"
+        )
+    else:
+        images = to_nchw(sample, "sample images")
+        check_image_shape(images, model.image_shape, "sample images")
+    return {"image": torch.from_numpy(images)}
+
+
+def _graph_inputs(
+    bundle: Bundle, sample: pd.DataFrame | np.ndarray | None
+) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """The tensors to trace and verify with, and their descriptions (image or tabular)."""
+    if bundle.model.image_shape is not None:
+        inputs = _image_inputs(bundle.model, sample)
+        return inputs, [_image_description(bundle.model)]
+    if sample is not None and not isinstance(sample, pd.DataFrame):
+        raise ExportError(
+            "this model takes table rows: verify it with records (CSV/Parquet), not an image array"
+        )
+    pre = bundle.preprocessor
+    frame = sample_records(pre) if sample is None else sample
+    inputs = _tensor_inputs(pre, frame, "sample records")
+    return inputs, [_input_description(pre, k, v) for k, v in inputs.items()]
+
+
 def export_onnx(
     bundle: Bundle | str | Path,
     path: str | Path,
     tasks: Sequence[str] | None = None,
     *,
     opset: int | None = None,
-    sample: pd.DataFrame | None = None,
+    sample: pd.DataFrame | np.ndarray | None = None,
     record: bool = True,
 ) -> OnnxExport:
     """Export a bundle's model to ONNX and verify it with onnxruntime.
@@ -188,7 +247,9 @@ def export_onnx(
     opset:
         ONNX opset version (default: the exporter's).
     sample:
-        Raw records (feature columns) to verify with; default: :func:`sample_records`.
+        Raw records (feature columns) to verify with; default: :func:`sample_records`. For an
+        image model, raw images (any layout :func:`lepton.data.images.to_nchw` takes);
+        default: :func:`sample_image_input`.
     record:
         Record the export (file name, opset, inputs, outputs, checksum) in the list under
         ``"onnx"`` in the bundle's ``lepton.json`` (only for a bundle that lives in a folder).
@@ -221,11 +282,10 @@ def export_onnx(
         raise ExportError(f"{path}: the output file must end in .onnx")
     names = _check_tasks(bundle, tasks)
     pre = bundle.preprocessor
-    frame = sample_records(pre) if sample is None else sample
-    inputs = _tensor_inputs(pre, frame, "sample records")
+    inputs, input_desc = _graph_inputs(bundle, sample)
     n_rows = next(iter(inputs.values())).shape[0]
     if n_rows < 2:
-        raise ExportError("verifying an export needs at least 2 sample records")
+        raise ExportError("verifying an export needs at least 2 sample records (or images)")
     clash = sorted(set(names) & set(inputs))
     if clash:
         raise ExportError(
@@ -255,7 +315,6 @@ def export_onnx(
     proto = program.model_proto
     used_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
 
-    input_desc = [_input_description(pre, k, v) for k, v in inputs.items()]
     by_name = {t.name: t for t in bundle.tasks}
     output_desc = [
         {"name": t, "shape": [BATCH_DIM, by_name[t].output_dim]} | _output_description(by_name[t])

@@ -90,6 +90,7 @@ class Predictor:
         self.tasks = {t.name: t for t in bundle.tasks}
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
+        self.image_shape = self.model.image_shape  # (C, H, W) for an image model, else None
 
     def check_tasks(self, tasks: Iterable[str] | None) -> list[str]:
         """The requested task names, checked (all tasks when ``None``)."""
@@ -111,8 +112,20 @@ class Predictor:
     ) -> dict[str, torch.Tensor]:
         """Raw head outputs ``{task: (N, width)}`` (logits / standardised values)."""
         names = self.check_tasks(tasks)
-        inputs = self.preprocessor.transform(df, source)
-        n = len(df)
+        if self.image_shape is not None:
+            raise DataError(
+                f"{source or 'input'}: this model takes images {self.image_shape}, not table "
+                "rows; give an .npy/.npz file (Predictor.predict_images)"
+            )
+        return self.raw_tensors(self.preprocessor.transform(df, source), names)
+
+    @torch.no_grad()
+    def raw_tensors(
+        self, inputs: Mapping[str, torch.Tensor], tasks: Sequence[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Raw head outputs for inputs that are already model tensors, in batches."""
+        names = self.check_tasks(tasks)
+        n = next(iter(inputs.values())).shape[0] if inputs else 0
         parts: dict[str, list[torch.Tensor]] = {t: [] for t in names}
         for start in range(0, n, self.batch_size):
             chunk = {
@@ -149,7 +162,65 @@ class Predictor:
                 f"{source or 'input'}: column(s) to keep not found: {', '.join(missing)}"
             )
         out = pd.DataFrame({c: df[c].to_numpy() for c in keep})
-        for name, d in self.decoded(df, tasks, source).items():
+        return self._prediction_table(self.decoded(df, tasks, source), out)
+
+    def predict_images(
+        self,
+        images: np.ndarray,
+        tasks: Sequence[str] | None = None,
+        keep: pd.DataFrame | None = None,
+        source: str = "images",
+    ) -> pd.DataFrame:
+        """Predictions for an image model: ``images`` as ``(N, H, W)``, ``(N, C, H, W)`` or
+        ``(N, H, W, C)`` raw pixel values; the columns of ``keep`` (N rows) come first."""
+        from lepton.data.images import to_nchw
+
+        self._require_images(source)
+        arr = to_nchw(images, source)
+        decoded = self.decoded_images(arr, tasks, source)
+        out = pd.DataFrame(index=pd.RangeIndex(len(arr))) if keep is None else keep.copy()
+        if len(out) != len(arr):
+            raise DataError(f"{source}: {len(arr)} images but {len(out)} rows to keep")
+        return self._prediction_table(decoded, out.reset_index(drop=True))
+
+    def decoded_images(
+        self, images: np.ndarray, tasks: Sequence[str] | None = None, source: str = "images"
+    ) -> dict[str, dict[str, Any]]:
+        """``{task: decode(...)}`` for images already ``float32 (N, C, H, W)`` (raw pixels, as
+        the model takes them: it standardises them itself)."""
+        from lepton.data.images import check_image_shape
+
+        self._require_images(source)
+        check_image_shape(images, self.image_shape, source)
+        names = self.check_tasks(tasks)
+        raw = self.raw_tensors({"image": torch.from_numpy(images)}, names)
+        return {t: decode(self.tasks[t], r, self.preprocessor) for t, r in raw.items()}
+
+    def _require_images(self, source: str) -> None:
+        if self.image_shape is None:
+            raise DataError(f"{source}: this model takes table rows, not images")
+
+    def _record_images(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """The ``image`` of each record (see :func:`lepton.data.images.record_image`), stacked
+        as ``float32 (N, C, H, W)``; a :class:`DataError` names the first bad record."""
+        from lepton.data.images import record_image
+
+        assert self.image_shape is not None
+        c, h, w = self.image_shape
+        images = np.empty((len(records), c, h, w), dtype=np.float32)
+        for i, rec in enumerate(records):
+            if not isinstance(rec, Mapping) or "image" not in rec:
+                raise DataError(f"records[{i}]: an image model needs the field 'image'")
+            try:
+                images[i] = record_image(rec["image"], self.image_shape)
+            except DataError as e:
+                raise DataError(f"records[{i}].image: {e}") from None
+        return images
+
+    def _prediction_table(
+        self, decoded: Mapping[str, Mapping[str, Any]], out: pd.DataFrame
+    ) -> pd.DataFrame:
+        for name, d in decoded.items():
             task = self.tasks[name]
             cols = prediction_columns(task)
             clash = [c for c in cols if c in out.columns]
@@ -176,17 +247,27 @@ class Predictor:
     ) -> list[dict[str, dict[str, Any]]]:
         """Per record ``{task: {"label", "probabilities"} | {"value"}}``, plain Python values.
 
-        ``records`` is a sequence of mappings (feature name → value) or a DataFrame.
+        ``records`` is a sequence of mappings (feature name → value) or a DataFrame. For an
+        image model each record holds ``"image"``: raw pixel values as an array or nested lists
+        of shape ``(C, H, W)`` (or ``(H, W)`` with one channel).
         Probabilities map each class (or label) name, as text, to its probability; a value is a
         number, or a list for a multi-output regression task.
         """
+        if self.image_shape is not None:
+            rows = records.to_dict("records") if isinstance(records, pd.DataFrame) else records
+            images = self._record_images(rows)
+            return self._per_record(self.decoded_images(images, tasks, "records"), len(images))
         df = (
             records
             if isinstance(records, pd.DataFrame)
             else pd.DataFrame.from_records(list(records))
         )
-        decoded = self.decoded(df, tasks, source="records")
-        out: list[dict[str, dict[str, Any]]] = [{} for _ in range(len(df))]
+        return self._per_record(self.decoded(df, tasks, source="records"), len(df))
+
+    def _per_record(
+        self, decoded: Mapping[str, Mapping[str, Any]], n: int
+    ) -> list[dict[str, dict[str, Any]]]:
+        out: list[dict[str, dict[str, Any]]] = [{} for _ in range(n)]
         for name, d in decoded.items():
             task = self.tasks[name]
             if "value" in d:

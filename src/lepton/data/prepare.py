@@ -107,7 +107,10 @@ def load_frames(
     if frame is not None:
         df, source = frame, name
     elif cfg.dataset:
-        df, source = get_dataset(cfg.dataset).load(), f"dataset '{cfg.dataset}'"
+        info = get_dataset(cfg.dataset)
+        df, source = info.load(**cfg.options), f"dataset '{cfg.dataset}'"
+        if info.split_column:
+            return predefined_split(df, info.split_column, source)
     else:
         assert cfg.path is not None
         df, source = read_table(cfg.path).reset_index(drop=True), cfg.path
@@ -133,14 +136,45 @@ def load_frames(
     return Frames(train, val, test, {"train": source, "val": source, "test": source})
 
 
+def predefined_split(df: pd.DataFrame, column: str, source: str) -> Frames:
+    """Split a table by a column whose values are ``train``, ``val`` or ``test``."""
+    require_columns(df, [column], source, "split")
+    values = df[column].astype(str)
+    bad = sorted(set(values) - {"train", "val", "test"})
+    if bad:
+        raise DataError(f"{source}: column '{column}' must hold train/val/test, found {bad}")
+    parts = {s: df[values == s] for s in ("train", "val", "test")}
+    if parts["train"].empty:
+        raise DataError(f"{source}: no row has {column} = train")
+    return Frames(
+        parts["train"],
+        parts["val"] if len(parts["val"]) else None,
+        parts["test"] if len(parts["test"]) else None,
+        {"train": source, "val": source, "test": source},
+    )
+
+
 def prepare_data(cfg: DataConfig, tasks: Sequence[Task]) -> PreparedData:
-    """Load, split, fit the preprocessor on the training split, and encode every split."""
+    """Load, split, fit the preprocessor on the training split, and encode every split.
+
+    Image data (``data.images``, or a bundled image dataset) goes to
+    :func:`lepton.data.images.prepare_image_data`.
+    """
+    if cfg.images is not None or (cfg.dataset and get_dataset(cfg.dataset).images is not None):
+        from lepton.data.images import prepare_image_data
+
+        return prepare_image_data(cfg, tasks)
     return _prepare(cfg, tasks)
 
 
 def _prepare(
     cfg: DataConfig, tasks: Sequence[Task], frame: pd.DataFrame | None = None, name: str = ""
 ) -> PreparedData:
+    if cfg.augment.image_active:
+        raise ConfigError(
+            "data.augment: shift, crop_scale, hflip and vflip apply to images; this data is "
+            "tabular (use noise_std / feature_dropout)"
+        )
     features = resolve_features(cfg)
     frames = load_frames(cfg, tasks, frame, name)
     pre = Preprocessor.fit(

@@ -218,13 +218,19 @@ class Preprocessor:
         categorical: Sequence[str],
         tasks: Sequence[Task],
         source: str | None = None,
+        *,
+        require_features: bool = True,
     ) -> Preprocessor:
-        """Fit on the training split ``df``; returns tasks with their classes resolved."""
+        """Fit on the training split ``df``; returns tasks with their classes resolved.
+
+        ``require_features=False`` allows a table of labels only (image data: the inputs are
+        the images, see :mod:`lepton.data.images`).
+        """
         numeric, categorical = list(numeric), list(categorical)
         overlap = sorted(set(numeric) & set(categorical))
         if overlap:
             raise DataError(f"column(s) {overlap} are declared both numeric and categorical")
-        if not numeric and not categorical:
+        if require_features and not numeric and not categorical:
             raise DataError("no feature columns declared (data.features.numeric / categorical)")
         targets_cols = {c for t in tasks for c in t.target}
         leak = sorted(targets_cols & (set(numeric) | set(categorical)))

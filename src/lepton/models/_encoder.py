@@ -62,8 +62,45 @@ class TabularEncoder(nn.Module):
 
 
 def build_encoder(spec: Mapping[str, Any]) -> nn.Module:
-    """An encoder from its :meth:`spec`."""
+    """An encoder from its :meth:`spec` (``tabular`` or ``image``)."""
     kind = spec.get("type")
     if kind == "tabular":
         return TabularEncoder(spec["n_numeric"], spec["cardinalities"], spec["embedding_dims"])
+    if kind == "image":
+        from lepton.models._cnn import ConvEncoder
+
+        return ConvEncoder(
+            spec["shape"],
+            spec["channels"],
+            spec["blocks"],
+            spec["stem_stride"],
+            spec["mean"],
+            spec["std"],
+        )
     raise ValueError(f"unknown encoder type {kind!r}")
+
+
+class TaskEncoders(nn.Module):
+    """One independent encoder per task: ``inputs → {task: (B, out_dim)}``.
+
+    Used for trunks that share nothing (``single_task``). The first task gets ``encoder``; the
+    others get fresh copies built from its spec (drawn from the current random state).
+    """
+
+    def __init__(self, encoder: nn.Module, tasks: Sequence[str]) -> None:
+        super().__init__()
+        spec = getattr(encoder, "spec", None)
+        if spec is None:
+            raise TypeError("an encoder without spec() cannot be copied per task")
+        names = list(tasks)
+        self.encoders = nn.ModuleDict(
+            {t: encoder if i == 0 else build_encoder(spec()) for i, t in enumerate(names)}
+        )
+        self.out_dim = encoder.out_dim
+
+    def spec(self) -> dict[str, Any]:
+        first = next(iter(self.encoders.values()))
+        return first.spec()  # type: ignore[operator, no-any-return]
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {t: enc(inputs) for t, enc in self.encoders.items()}

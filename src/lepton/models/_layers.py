@@ -44,3 +44,24 @@ def mlp(
             layers.append(nn.Dropout(dropout))
         d = w
     return nn.Sequential(*layers)
+
+
+def check_int(name: str, value: object, minimum: int = 1) -> int:
+    """``value`` as an int of at least ``minimum``; a ``ValueError`` naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_float(name: str, value: object, low: float, high: float, closed: str = "[]") -> float:
+    """``value`` as a float in the interval ``low..high`` (``closed`` says which ends belong)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok:
+        v = float(value)  # type: ignore[arg-type]
+        ok = (v >= low if closed[0] == "[" else v > low) and (
+            v <= high if closed[1] == "]" else v < high
+        )
+    if not ok:
+        interval = f"{closed[0]}{low}, {high}{closed[1]}"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]

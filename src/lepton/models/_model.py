@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from lepton.config import ModelConfig
+from lepton.config import CNNConfig, ModelConfig
 from lepton.errors import ConfigError
-from lepton.models._encoder import TabularEncoder, build_encoder
+from lepton.models._encoder import TaskEncoders, build_encoder
 from lepton.models._heads import FusionHead, TaskHead
 from lepton.models._trunk import Trunk, create_trunk
 from lepton.tasks import Task
@@ -32,9 +32,11 @@ class MultiTaskModel(nn.Module):
     Parameters
     ----------
     encoder:
-        Maps the input tensors to one vector per row (``out_dim`` attribute).
+        Maps the input tensors to one vector per row (``out_dim`` attribute). For a trunk that
+        shares nothing (``trunk.shares_encoder`` false) each task gets its own copy.
     trunk:
-        A :class:`lepton.models.Trunk` over the encoder's output.
+        A :class:`lepton.models.Trunk` over the encoder's output, built for the tasks that read a
+        representation (:func:`representation_tasks`).
     tasks:
         The tasks, with classes resolved (see :class:`lepton.data.Preprocessor`).
     head_hidden, head_dropout, activation:
@@ -51,6 +53,8 @@ class MultiTaskModel(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
+        if not trunk.shares_encoder and not isinstance(encoder, TaskEncoders):
+            encoder = TaskEncoders(encoder, trunk.task_names)  # nothing shared, not even inputs
         self.encoder = encoder
         self.trunk = trunk
         self.tasks = list(tasks)
@@ -116,7 +120,25 @@ class MultiTaskModel(nn.Module):
     # -------------------------------------------------------------------- parameters
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters used by more than one task (encoder and the trunk's shared part)."""
-        return list(self.encoder.parameters()) + list(self.trunk.shared_parameters())
+        encoder = [] if isinstance(self.encoder, TaskEncoders) else list(self.encoder.parameters())
+        return encoder + list(self.trunk.shared_parameters())
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        """Parameters of ``task`` alone: its head, its part of the trunk (and its encoder)."""
+        if task not in self._by_name:
+            raise KeyError(f"unknown task '{task}'; the model has {self.task_names}")
+        params = list(self.heads[task].parameters())
+        if task in self.trunk.task_names:
+            params += list(self.trunk.task_parameters(task))
+            if isinstance(self.encoder, TaskEncoders):
+                params += list(self.encoder.encoders[task].parameters())
+        return params
+
+    @property
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """``(C, H, W)`` of the images the model takes, or ``None`` for tabular inputs."""
+        spec = self.spec()["encoder"]
+        return tuple(spec["shape"]) if spec.get("type") == "image" else None  # type: ignore[return-value]
 
     def task_specific_parameters(self) -> list[nn.Parameter]:
         """Every other trainable parameter (heads, task-specific trunk parts)."""
@@ -145,7 +167,7 @@ class MultiTaskModel(nn.Module):
         encoder = build_encoder(spec["encoder"])
         trunk_spec = dict(spec["trunk"])
         arch = trunk_spec.pop("architecture")
-        trunk = create_trunk(arch, encoder.out_dim, [t.name for t in tasks], **trunk_spec)
+        trunk = create_trunk(arch, encoder.out_dim, representation_tasks(tasks), **trunk_spec)
         return cls(
             encoder,
             trunk,
@@ -178,23 +200,75 @@ class MultiTaskModel(nn.Module):
         >>> {k: tuple(v.shape) for k, v in out.items()}
         {'y': (2, 1), 'v': (2, 1)}
         """
-        if config is None:
-            config = ModelConfig()
-        elif not isinstance(config, ModelConfig):
-            try:
-                config = ModelConfig.model_validate(dict(config))
-            except Exception as e:
-                raise ConfigError(f"model: {e}") from None
+        config = _model_config(config)
+        if config.cnn is not None:
+            raise ConfigError("model.cnn: the CNN encoder is for image data; this data is tabular")
         cards = list(cardinalities)
         dims = None if config.embedding_dim is None else [config.embedding_dim] * len(cards)
+        spec = {
+            "type": "tabular",
+            "n_numeric": int(n_numeric),
+            "cardinalities": cards,
+            "embedding_dims": [int(d) for d in dims] if dims is not None else None,
+        }
+        return cls._assemble(tasks, spec, config, seed)
+
+    @classmethod
+    def build_image(
+        cls,
+        tasks: Sequence[Task],
+        shape: Sequence[int],
+        config: ModelConfig | Mapping[str, Any] | None = None,
+        seed: int | None = 0,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> MultiTaskModel:
+        """A model for images of ``shape`` ``(C, H, W)``: a :class:`~lepton.models.ConvEncoder`
+        (configured by ``model.cnn``) under the configured trunk.
+
+        ``mean``/``std`` (per channel, from the training images) standardise the pixels inside
+        the model.
+
+        Examples
+        --------
+        >>> from lepton import Task
+        >>> tasks = [Task("digit", "multiclass", classes=tuple(range(10)))]
+        >>> model = MultiTaskModel.build_image(tasks, (1, 28, 28), {"cnn": {"channels": [8]}})
+        >>> model({"image": torch.zeros(2, 1, 28, 28)})["digit"].shape
+        torch.Size([2, 10])
+        """
+        config = _model_config(config)
+        cnn = config.cnn if config.cnn is not None else CNNConfig()
+        spec = {
+            "type": "image",
+            "shape": [int(s) for s in shape],
+            "channels": list(cnn.channels),
+            "blocks": cnn.blocks,
+            "stem_stride": cnn.stem_stride,
+            "mean": None if mean is None else [float(m) for m in mean],
+            "std": None if std is None else [float(v) for v in std],
+        }
+        return cls._assemble(tasks, spec, config, seed)
+
+    @classmethod
+    def _assemble(
+        cls,
+        tasks: Sequence[Task],
+        encoder_spec: Mapping[str, Any],
+        config: ModelConfig,
+        seed: int | None,
+    ) -> MultiTaskModel:
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            encoder = TabularEncoder(n_numeric, cards, dims)
+            try:
+                encoder = build_encoder(encoder_spec)
+            except ValueError as e:
+                raise ConfigError(f"model: {e}") from None
             trunk = create_trunk(
                 config.architecture,
                 encoder.out_dim,
-                [t.name for t in tasks],
+                representation_tasks(tasks),
                 hidden=list(config.hidden),
                 dropout=config.dropout,
                 batch_norm=config.batch_norm,
@@ -216,10 +290,37 @@ class MultiTaskModel(nn.Module):
         data: PreparedData,
         config: ModelConfig | Mapping[str, Any] | None = None,
         seed: int | None = 0,
+        tasks: Sequence[Task] | None = None,
     ) -> MultiTaskModel:
-        """A model for prepared data (its fitted tasks, feature count and vocabularies)."""
+        """A model for prepared data: its fitted tasks (or ``tasks``) and its inputs — feature
+        count and vocabularies of tabular data, or the shape and per-channel statistics of the
+        training images."""
+        tasks = data.tasks if tasks is None else tasks
+        images = data.train.inputs.get("image")
+        if images is not None:
+            from lepton.data.images import channel_stats
+
+            mean, std = channel_stats(images)
+            return cls.build_image(tasks, images.shape[1:], config, seed, mean, std)
         pre = data.preprocessor
-        return cls.build(data.tasks, len(pre.numeric), pre.cardinalities, config, seed)
+        return cls.build(tasks, len(pre.numeric), pre.cardinalities, config, seed)
+
+
+def representation_tasks(tasks: Sequence[Task]) -> list[str]:
+    """The tasks whose heads read the trunk: ordinary tasks, and fusion tasks that read the
+    representation (a trunk gets a gate, column or branch for each of them)."""
+    return [t.name for t in tasks if not t.is_fusion or t.fusion_representation]
+
+
+def _model_config(config: ModelConfig | Mapping[str, Any] | None) -> ModelConfig:
+    if config is None:
+        return ModelConfig()
+    if isinstance(config, ModelConfig):
+        return config
+    try:
+        return ModelConfig.model_validate(dict(config))
+    except Exception as e:
+        raise ConfigError(f"model: {e}") from None
 
 
 def _rep_for(rep: Representation, task: str) -> torch.Tensor:

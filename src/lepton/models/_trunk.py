@@ -4,6 +4,12 @@ A trunk maps the encoded inputs ``(B, in_dim)`` to the representation each task 
 A trunk whose ``shares_representation`` is true returns one tensor read by every head (hard
 parameter sharing); otherwise it returns ``{task: tensor}``. Every trunk tells which of its
 parameters are shared between tasks (those are what the gradient balancers operate on).
+A trunk whose ``shares_encoder`` is false gets one independent copy of the input encoder per task
+(``{task: (B, in_dim)}`` as input), so that nothing at all is shared.
+
+Gated trunks (mixtures of experts) keep the gate weights of their last forward pass in
+``last_gates``: ``{key: (B, n_experts)}``, each row a distribution; the trainer logs their mean
+per epoch. ``gate_labels()`` names the experts behind each column.
 
 New architectures register themselves with :func:`register_trunk` and are then selectable by
 name in ``model.architecture``; their constructor's keyword arguments are the config's extra keys.
@@ -11,6 +17,7 @@ name in ``model.architecture``; their constructor's keyword arguments are the co
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
@@ -34,13 +41,17 @@ class Trunk(nn.Module):
 
     name: ClassVar[str] = ""
     shares_representation: ClassVar[bool] = True
+    shares_encoder: ClassVar[bool] = True
 
     def __init__(self, in_dim: int, tasks: Sequence[str]) -> None:
         super().__init__()
         self.in_dim = int(in_dim)
         self.task_names = list(tasks)
+        if not self.task_names:
+            raise ValueError("a trunk needs at least one task")
         self.out_dim = 0
         self._spec: dict[str, Any] = {}
+        self.last_gates: dict[str, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -52,6 +63,10 @@ class Trunk(nn.Module):
     def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
         """Trunk parameters that belong to ``task`` alone."""
         return iter(())
+
+    def gate_labels(self) -> dict[str, list[str]]:
+        """For each key of ``last_gates``, the names of the experts its columns weight."""
+        return {}
 
     def spec(self) -> dict[str, Any]:
         """Everything needed to rebuild this trunk (JSON-ready)."""
@@ -69,9 +84,39 @@ def register_trunk(name: str) -> Callable[[type[Trunk]], type[Trunk]]:
             raise ValueError(f"architecture '{name}' is already registered")
         cls.name = name
         _TRUNKS[name] = cls
+        _record_arguments(cls)
         return cls
 
     return deco
+
+
+def _record_arguments(cls: type[Trunk]) -> None:
+    """Make ``cls.__init__`` store its arguments (defaults included) as the trunk's spec, so that
+    a trunk built directly, not only through :func:`create_trunk`, can be saved in a bundle."""
+    init = cls.__init__
+    sig = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapped(self: Trunk, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        if type(self) is not cls:  # a subclass records its own arguments
+            return
+        bound = sig.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        self._spec = {
+            k: _plain(v)
+            for k, v in bound.arguments.items()
+            if k not in ("self", "in_dim", "tasks")
+            and sig.parameters[k].kind is not inspect.Parameter.VAR_KEYWORD
+        }
+
+    cls.__init__ = wrapped  # type: ignore[method-assign]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def available_architectures() -> list[str]:
@@ -113,11 +158,9 @@ def create_trunk(name: str, in_dim: int, tasks: Sequence[str], **kwargs: Any) ->
             f"(its own options: {accepted})"
         )
     try:
-        trunk = cls(in_dim, tasks, **kwargs)
+        return cls(in_dim, tasks, **kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"model ({name}): {e}") from None
-    trunk._spec = {k: v for k, v in kwargs.items()}
-    return trunk
 
 
 @register_trunk("shared_bottom")

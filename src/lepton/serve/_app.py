@@ -1,8 +1,9 @@
 """The FastAPI application that serves a bundle.
 
 Endpoints: ``POST /predict``, ``GET /health`` (liveness), ``GET /ready`` (the model is loaded
-and the batcher runs), ``GET /metadata`` (tasks, features, versions, limits), ``/docs``
-(OpenAPI). No endpoint takes a path or a file: the only model is the one given at start.
+and the batcher runs), ``GET /metadata`` (tasks, features or image input, versions, limits),
+``/docs`` (OpenAPI). No endpoint takes a path or a file: the only model is the one given at
+start. Records of an image model carry the image as nested lists under ``image``.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoint annotations, which
@@ -28,7 +29,7 @@ from lepton.bundle import Bundle
 from lepton.data.preprocess import FLOAT32_MAX, category_key
 from lepton.errors import DataError, ServeError
 from lepton.serve._batcher import BatcherStopped, Job, MicroBatcher
-from lepton.serve._schema import build_models, example_record
+from lepton.serve._schema import IMAGE_FIELD, build_models, example_input
 from lepton.serve._security import DOCS_PATHS, PUBLIC_PATHS, BearerAuth, BodyLimit
 
 logger = logging.getLogger("lepton.serve")
@@ -97,8 +98,20 @@ def _error_summary(path: Sequence[Any]) -> tuple[str, int | None, str | None]:
     return text or "body", record, field
 
 
+def _missing_message(path: Sequence[Any], image_shape: Sequence[int] | None) -> str:
+    if len(path) != 3 or path[0] != "records" or not isinstance(path[1], int):
+        return "required field is missing"
+    if image_shape is not None:
+        c, h, w = image_shape
+        return f"required field is missing: the image as nested lists ({c}, {h}, {w})"
+    return "required feature is missing (send null for an unknown value)"
+
+
 def _validation_response(
-    exc: RequestValidationError, content_type: str, tasks: Sequence[str]
+    exc: RequestValidationError,
+    content_type: str,
+    tasks: Sequence[str],
+    image_shape: Sequence[int] | None = None,
 ) -> JSONResponse:
     detail = []
     for err in exc.errors():
@@ -113,11 +126,7 @@ def _validation_response(
         path = loc[1:] if loc and loc[0] == "body" else loc
         text, record, field = _error_summary(path)
         if kind == "missing":
-            msg = (
-                "required feature is missing (send null for an unknown value)"
-                if record is not None and field is not None and len(path) == 3
-                else "required field is missing"
-            )
+            msg = _missing_message(path, image_shape)
         elif kind == "extra_forbidden":
             msg = "unknown field (a request holds 'records' and optionally 'tasks')"
         elif kind == "literal_error" and path and path[0] == "tasks":
@@ -158,7 +167,9 @@ def create_app(bundle: Bundle | str | Path, settings: ServeSettings | None = Non
     predictor = bundle.predictor()
     pre = bundle.preprocessor
     features = pre.feature_columns
-    feature_set = set(features)
+    image_shape = bundle.model.image_shape  # (C, H, W) for an image model, else None
+    fields = [IMAGE_FIELD] if image_shape is not None else features
+    field_set = set(fields)
     task_order = [t.name for t in bundle.tasks]
     vocab_sets = {c: set(pre.vocabularies[c]) for c in pre.categorical}
     model_info = {"name": bundle.name, "version": bundle.version}
@@ -168,8 +179,11 @@ def create_app(bundle: Bundle | str | Path, settings: ServeSettings | None = Non
         records = [r for job in jobs for r in job.records]
         wanted = {t for job in jobs for t in job.tasks}
         tasks = [t for t in task_order if t in wanted]
-        frame = pd.DataFrame.from_records(records, columns=features)
-        predictions = predictor.predict_records(frame, tasks)
+        if image_shape is not None:  # validated images (C, H, W), stacked by the predictor
+            predictions = predictor.predict_records(records, tasks)
+        else:
+            frame = pd.DataFrame.from_records(records, columns=features)
+            predictions = predictor.predict_records(frame, tasks)
         out, start = [], 0
         for job in jobs:
             part = predictions[start : start + len(job.records)]
@@ -191,7 +205,7 @@ def create_app(bundle: Bundle | str | Path, settings: ServeSettings | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await batcher.start()
-        warm = Job([example_record(pre)], task_order, None)  # type: ignore[arg-type]
+        warm = Job([example_input(bundle)], task_order, None)  # type: ignore[arg-type]
         await batcher.call(lambda: run_batch([warm]))
         state["ready"] = True
         logger.info("serving %s %s: tasks %s", bundle.name, bundle.version, task_order)
@@ -219,7 +233,7 @@ def create_app(bundle: Bundle | str | Path, settings: ServeSettings | None = Non
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         content_type = request.headers.get("content-type", "")
-        return _validation_response(exc, content_type, task_order)
+        return _validation_response(exc, content_type, task_order, image_shape)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
@@ -232,11 +246,11 @@ def create_app(bundle: Bundle | str | Path, settings: ServeSettings | None = Non
     def _warnings(records: Sequence[dict[str, Any]]) -> list[str]:
         out: list[str] = []
         ignored: dict[str, None] = {}
-        n = len(features)
+        n = len(fields)
         for rec in records:
             if len(rec) != n:
                 for key in rec:
-                    if key not in feature_set:
+                    if key not in field_set:
                         ignored.setdefault(key)
         if ignored:
             out.append("ignored field(s) the model does not use: " + ", ".join(ignored))
@@ -360,6 +374,7 @@ def create_app(bundle: Bundle | str | Path, settings: ServeSettings | None = Non
                 "python": platform.python_version(),
             },
         },
+        "input": _input_metadata(bundle),
         "metrics": bundle.metrics,
     }
 
@@ -375,6 +390,25 @@ def create_app(bundle: Bundle | str | Path, settings: ServeSettings | None = Non
     app.state.batcher = batcher
     app.state.settings = settings
     return app
+
+
+def _input_metadata(bundle: Bundle) -> dict[str, Any]:
+    """What a record holds: table features, or one image (its field, shape and layout)."""
+    shape = bundle.model.image_shape
+    if shape is None:
+        return {"type": "table", "fields": list(bundle.preprocessor.feature_columns)}
+    c, h, w = shape
+    encoder = bundle.model.spec()["encoder"]
+    return {
+        "type": "image",
+        "field": IMAGE_FIELD,
+        "shape": [c, h, w],
+        "layout": "CHW",
+        "accepted_shapes": [[c, h, w], [h, w]] if c == 1 else [[c, h, w]],
+        "values": "raw pixel values as in training (the model standardises them per channel)",
+        "channel_mean": list(encoder["mean"]),
+        "channel_std": list(encoder["std"]),
+    }
 
 
 def _lepton_version() -> str:

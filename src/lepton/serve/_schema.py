@@ -4,6 +4,10 @@ A record must hold every feature of the model: a numeric feature a finite number
 (missing: the training mean is used), a categorical feature a text, number, boolean or ``null``
 (missing bucket; a value never seen in training uses the unknown bucket). Other fields are
 allowed and ignored (the response names them in ``warnings``).
+
+A record for an image model holds ``image``: raw pixel values as nested lists of shape
+``(C, H, W)`` (or ``(H, W)`` when the model takes one channel), checked for shape and
+finiteness while the request is validated.
 """
 
 from __future__ import annotations
@@ -16,7 +20,14 @@ from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
 from lepton.bundle import Bundle
+from lepton.data.images import record_image
 from lepton.data.preprocess import Preprocessor
+from lepton.errors import DataError
+
+#: The field of a record that holds the image, for an image model.
+IMAGE_FIELD = "image"
+#: Largest image (in pixel values) whose example is put in the OpenAPI schema.
+MAX_EXAMPLE_PIXELS = 1024
 
 
 def _type_name(v: Any) -> str:
@@ -116,27 +127,92 @@ def example_record(pre: Preprocessor) -> dict[str, Any]:
     return record
 
 
-def build_models(bundle: Bundle) -> tuple[type[BaseModel], type[BaseModel]]:
-    """``(PredictRequest, PredictResponse)`` for ``bundle``."""
+def _nested_array(sizes: tuple[int, ...]) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "number"}
+    for size in reversed(sizes):
+        schema = {"type": "array", "items": schema, "minItems": size, "maxItems": size}
+    return schema
+
+
+def image_json_schema(shape: tuple[int, int, int]) -> dict[str, Any]:
+    """JSON schema of a record's image: nested lists ``(C, H, W)`` (or ``(H, W)``, one channel)."""
+    c, h, w = shape
+    layouts = [_nested_array((c, h, w))] + ([_nested_array((h, w))] if c == 1 else [])
+    text = f"({c}, {h}, {w}) (channels, height, width)" + (f" or ({h}, {w})" if c == 1 else "")
+    return {
+        "anyOf": layouts,
+        "description": f"The image: raw pixel values as in training, nested lists {text}.",
+    }
+
+
+def _image_field(shape: tuple[int, int, int]) -> Any:
+    def check(value: Any) -> Any:
+        try:
+            return record_image(value, shape)
+        except DataError as e:
+            raise PydanticCustomError("image", "{reason}", {"reason": str(e)}) from None
+
+    return Annotated[Any, PlainValidator(check), WithJsonSchema(image_json_schema(shape))]
+
+
+def example_image(bundle: Bundle) -> list[Any]:
+    """An image of the model's shape holding each channel's training mean, as nested lists."""
+    encoder = bundle.model.spec()["encoder"]
+    c, h, w = encoder["shape"]
+    return [[[round(float(m), 3)] * w for _ in range(h)] for m in encoder["mean"][:c]]
+
+
+def example_input(bundle: Bundle) -> dict[str, Any]:
+    """A plausible record for ``bundle``: :func:`example_record`, or an image record."""
+    if bundle.model.image_shape is not None:
+        return {IMAGE_FIELD: example_image(bundle)}
+    return example_record(bundle.preprocessor)
+
+
+def _record_type(bundle: Bundle) -> Any:
     pre = bundle.preprocessor
-    fields: dict[str, Any] = {c: Numeric for c in pre.numeric}
-    fields.update({c: Categorical for c in pre.categorical})
+    shape = bundle.model.image_shape
+    if shape is not None:
+        fields: dict[str, Any] = {IMAGE_FIELD: _image_field(shape)}
+    else:
+        fields = {c: Numeric for c in pre.numeric}
+        fields.update({c: Categorical for c in pre.categorical})
     record = TypedDict("Record", fields)  # type: ignore[operator]
     record.__pydantic_config__ = ConfigDict(extra="allow", title="Record")  # type: ignore[attr-defined]
+    return record
+
+
+def _request_examples(bundle: Bundle) -> list[dict[str, Any]]:
+    shape = bundle.model.image_shape
+    if shape is not None and shape[0] * shape[1] * shape[2] > MAX_EXAMPLE_PIXELS:
+        return []  # an example this large would bloat /openapi.json
+    return [{"records": [example_input(bundle)]}]
+
+
+def build_models(bundle: Bundle) -> tuple[type[BaseModel], type[BaseModel]]:
+    """``(PredictRequest, PredictResponse)`` for ``bundle``."""
+    record = _record_type(bundle)
+    image = bundle.model.image_shape is not None
+    examples = _request_examples(bundle)
     names = tuple(t.name for t in bundle.tasks)
     task_name = Literal[names]  # type: ignore[valid-type]
     request = create_model(
         "PredictRequest",
         __config__=ConfigDict(
             extra="forbid",
-            json_schema_extra={"examples": [{"records": [example_record(pre)]}]},
+            json_schema_extra={"examples": examples} if examples else None,
         ),
         records=(
             list[record],
             Field(
                 min_length=1,
-                description="One object per record with every feature of the model "
-                "(null for a missing value); other fields are ignored.",
+                description=(
+                    "One object per record holding the image under 'image'; other fields are "
+                    "ignored."
+                    if image
+                    else "One object per record with every feature of the model "
+                    "(null for a missing value); other fields are ignored."
+                ),
             ),
         ),
         tasks=(

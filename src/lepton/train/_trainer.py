@@ -4,8 +4,9 @@ One step: batch → (augment) → shared representation → heads → per-task m
 ``balancer.backward`` → L1/L2 penalty gradients → clipping → NaN/inf guard → optimizer step.
 One epoch: the steps, then validation metrics, the monitored value (Δm, a task metric or the
 validation loss), the schedule, early stopping, ``best.pt``/``last.pt`` and one
-``metrics.jsonl`` line. ``fit(resume=True)`` continues from ``last.pt`` to exactly the parameters
-an uninterrupted run reaches (same seed, CPU): model, optimizer, schedule, balancer, every random
+``metrics.jsonl`` line (with the mean gate weights of a gated trunk, ``train.gates``).
+``fit(resume=True)`` continues from ``last.pt`` to exactly the parameters an uninterrupted run
+reaches (same seed, CPU): model, optimizer, schedule, balancer, every random
 state and the position inside the epoch are restored.
 """
 
@@ -29,7 +30,7 @@ from rich.console import Console
 
 from lepton.balancers import Balancer, create
 from lepton.config import AugmentConfig, OptimConfig, TrainConfig
-from lepton.data.augment import TabularAugment
+from lepton.data.augment import Augment, build_augment
 from lepton.data.preprocess import Preprocessor
 from lepton.data.tensors import Batch, BatchLoader, TensorData
 from lepton.errors import ConfigError, TrainingError
@@ -140,6 +141,17 @@ class _EpochStats:
         self.cos_steps = 0
         self.steps = 0
         self.grad_norm_sum = 0.0
+        self.gate_sum: dict[str, torch.Tensor] = {}
+        self.gate_steps = 0
+
+    def add_gates(self, gates: Mapping[str, torch.Tensor] | None) -> None:
+        """Add one step's gate weights ``{key: (B, n_experts)}`` (their batch mean)."""
+        if not gates:
+            return
+        for k, g in gates.items():
+            mean = g.detach().double().mean(dim=0).cpu()
+            self.gate_sum[k] = self.gate_sum[k] + mean if k in self.gate_sum else mean
+        self.gate_steps += 1
 
     def add(
         self,
@@ -175,6 +187,8 @@ class _EpochStats:
             }
         if self.steps:
             out["grad_norm"] = self.grad_norm_sum / self.steps
+        if self.gate_steps:
+            out["gates"] = {k: (v / self.gate_steps).tolist() for k, v in self.gate_sum.items()}
         if self.cos_steps:
             cos = self.cos_sum / self.cos_steps
             out["grad_cosine"] = {
@@ -193,6 +207,8 @@ class _EpochStats:
             "cos_steps": self.cos_steps,
             "steps": self.steps,
             "grad_norm_sum": self.grad_norm_sum,
+            "gate_sum": self.gate_sum,
+            "gate_steps": self.gate_steps,
         }
 
     def load_state_dict(self, s: Mapping[str, Any]) -> None:
@@ -247,7 +263,7 @@ class Trainer:
         balancer_options: Mapping[str, Any] | None = None,
         optim: OptimConfig | Mapping[str, Any] | None = None,
         train: TrainConfig | Mapping[str, Any] | None = None,
-        augment: AugmentConfig | Mapping[str, Any] | TabularAugment | None = None,
+        augment: AugmentConfig | Mapping[str, Any] | Augment | None = None,
         preprocessor: Preprocessor | None = None,
         run_dir: str | Path | None = None,
         references: Mapping[str, Mapping[str, float | None]] | None = None,
@@ -257,11 +273,11 @@ class Trainer:
     ) -> None:
         self.optim_cfg: OptimConfig = _config(OptimConfig, optim)
         self.cfg: TrainConfig = _config(TrainConfig, train)
-        if isinstance(augment, TabularAugment):
-            self.augment = augment
-        else:
-            a = _config(AugmentConfig, augment)
-            self.augment = TabularAugment(a.noise_std, a.feature_dropout)
+        self.augment = (
+            augment
+            if isinstance(augment, Augment)
+            else build_augment(_config(AugmentConfig, augment))
+        )
         self.tasks = list(tasks) if tasks is not None else list(model.tasks)
         self.names = [t.name for t in self.tasks]
         self.device = resolve_device(self.cfg.device)
@@ -480,6 +496,7 @@ class Trainer:
         bar.start_epoch(epoch, len(self._loader), self._loader.position)
         for batch in self._loader:
             losses, valid, norm = self._train_step(batch)
+            self._stats.add_gates(self.model.trunk.last_gates)
             self.step += 1
             self._stats.add(
                 losses, valid, self.balancer.last_weights, self.balancer.last_cosines, norm
