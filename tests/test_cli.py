@@ -100,6 +100,20 @@ def test_evaluate_json_has_the_results_shape(run) -> None:
     assert "species" in table.stdout and "accuracy" in table.stdout
 
 
+def test_evaluate_split_reproduces_the_results_file(run) -> None:
+    proc = ok(run_cli("evaluate", run["dir"], "--split", "test", "--json"))
+    res = json.loads((run["dir"] / "results.json").read_text())
+    got = json.loads(proc.stdout)["tasks"]
+    assert got.keys() == res["tasks"].keys()
+    for task, metrics in res["tasks"].items():
+        for name, value in metrics.items():
+            assert got[task][name] == pytest.approx(value, rel=1e-6, abs=1e-9), (task, name)
+    ok(run_cli("evaluate", run["dir"] / "bundle", "--split", "val"))
+    fails(run_cli("evaluate", run["dir"]), "give either --data FILE or --split")
+    both = run_cli("evaluate", run["dir"], "--split", "test", "--data", run["base"] / "x.csv")
+    fails(both, "give either --data FILE or --split")
+
+
 def test_predict_writes_one_column_set_per_task(run, tmp_path: Path) -> None:
     out = tmp_path / "pred.csv"
     ok(run_cli("predict", run["dir"] / "bundle", run["dir"] / "sample_input.csv", "-o", out))
@@ -219,6 +233,8 @@ def _bad_csv(tmp_path: Path, mutate) -> Path:
         ("non_numeric", "column 'bill_depth_mm' must be numeric, but row 8 holds 'deep'"),
         ("all_labels_missing", "task 'sex': every label in the training split is missing"),
         ("unknown_dataset", "unknown dataset 'pengwings'"),
+        ("unknown_balancer", "balancer.name: unknown method 'pcgard'"),
+        ("bad_monitor", "train.early_stopping.monitor: unknown value 'sex.mae'"),
     ],
 )
 def test_bad_input_gets_one_clear_error(case: str, message: str, tmp_path: Path) -> None:
@@ -254,10 +270,28 @@ def test_bad_input_gets_one_clear_error(case: str, message: str, tmp_path: Path)
         cfg["data"] = {"path": str(bad), "features": {"numeric": ["bill_length_mm"]}}
     elif case == "unknown_dataset":
         cfg["data"]["dataset"] = "pengwings"
+    elif case == "unknown_balancer":
+        extra = ["--set", "balancer.name=pcgard"]
+    elif case == "bad_monitor":
+        extra = ["--set", "train.early_stopping.monitor=sex.mae"]
     if case != "missing_config":
         path.write_text(yaml.safe_dump(cfg))
     proc = run_cli("train", path, "--run-dir", tmp_path / "run", "-q", *extra)
     fails(proc, message)
+    # the input is checked before the run directory is made: the fixed command just works
+    assert not (tmp_path / "run").exists()
+
+
+def test_overwrite_with_bad_input_keeps_the_previous_run(run, tmp_path: Path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run["dir"], copy)
+    before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
+    proc = run_cli(
+        "train", run["config"], "--run-dir", copy, "--overwrite", "-q", "--set", "balancer.c=1"
+    )
+    fails(proc, "balancer.c: unknown hyperparameter of 'ew'")
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
+    assert (copy / "bundle" / "model.safetensors").is_file()
 
 
 def test_usage_errors_exit_non_zero() -> None:

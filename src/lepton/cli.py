@@ -209,7 +209,14 @@ def evaluate(
     run_dir: Annotated[
         Path, typer.Argument(metavar="RUN_DIR", help="A run directory or a bundle folder.")
     ],
-    data: Annotated[Path, typer.Option("--data", help="Labelled CSV/Parquet file.")],
+    data: Annotated[Path | None, typer.Option("--data", help="Labelled CSV/Parquet file.")] = None,
+    split: Annotated[
+        Split | None,
+        typer.Option(
+            "--split",
+            help="Instead of --data: a split of the run's own data, as config.yaml draws it.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help='Print JSON: {"tasks": {...}}.')] = False,
     tasks: Annotated[
         str | None, typer.Option("--tasks", help="Comma-separated tasks (default: all labelled).")
@@ -220,13 +227,21 @@ def evaluate(
     ] = None,
 ) -> None:
     """Per-task metrics of a trained model on a labelled file (an image model: an .npz with
-    images and label arrays, or --data labels.csv --images images.npy)."""
+    images and label arrays, or --data labels.csv --images images.npy), or with --split on the
+    run's own train/val/test split."""
     from lepton.bundle import Bundle
     from lepton.data import TensorData, read_table
     from lepton.evaluate import evaluate as run_eval
 
+    if (data is None) == (split is None):
+        raise DataError("evaluate: give either --data FILE or --split train|val|test")
     bundle = Bundle.load(run_dir)
-    if bundle.model.image_shape is not None:
+    if split is not None:
+        if images is not None:
+            raise DataError("--images goes with --data, not --split")
+        df, tensors = _run_split(run_dir, split.value, bundle)
+        data = Path(f"{run_dir}:{split.value}")
+    elif bundle.model.image_shape is not None:
         from lepton.data.images import image_tensor_data
 
         df, tensors = image_tensor_data(bundle, data, images)
@@ -252,6 +267,32 @@ def evaluate(
     else:
         main = {t.name: t.main_metric for t in selected}
         out.print(metrics_table(result.metrics, main, title=f"{data} (* main metric)"))
+
+
+class Split(StrEnum):
+    train = "train"
+    val = "val"
+    test = "test"
+
+
+def _run_split(run_dir: Path, split: str, bundle: Any) -> tuple[Any, Any]:
+    """The rows of a run's ``split`` (drawn again from its config.yaml) encoded by ``bundle``."""
+    from lepton.config import load_config
+    from lepton.data import TensorData, prepare_data
+
+    path = run_dir / "config.yaml"
+    if not path.is_file() and (run_dir.parent / "config.yaml").is_file():
+        path = run_dir.parent / "config.yaml"  # given the run's bundle folder
+    if not path.is_file():
+        raise DataError(f"--split needs a run directory with a config.yaml; {run_dir} has none")
+    config = load_config(path)
+    prepared = prepare_data(config.data, config.build_tasks())
+    frame = getattr(prepared.frames, split)
+    if frame is None:
+        raise DataError(f"--split {split}: the run {run_dir} has no {split} split")
+    if bundle.model.image_shape is not None:
+        return frame, getattr(prepared, split)
+    return frame, TensorData.from_frame(frame, bundle.preprocessor, f"{run_dir}:{split}")
 
 
 class OnError(StrEnum):

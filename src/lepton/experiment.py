@@ -79,12 +79,15 @@ def default_run_dir(config: Config, config_path: str | Path | None) -> Path:
     return Path(config.logging.runs_dir) / f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to reuse a run directory unless resuming or explicitly overwriting."""
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> bool:
+    """Refuse to reuse a run directory unless resuming or explicitly overwriting.
+
+    Touches nothing; returns True if an existing run would be replaced.
+    """
     if resume:
         if not (run_dir / "checkpoints" / "last.pt").is_file():
             raise RunDirError(f"cannot resume: {run_dir} holds no checkpoints/last.pt")
-        return
+        return False
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         if not overwrite:
             raise RunDirError(
@@ -95,6 +98,13 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
             raise RunDirError(
                 f"refusing to overwrite {run_dir}: not a Lepton run directory (no config.yaml)"
             )
+        return True
+    return False
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """:func:`check_run_dir`, then replace (``overwrite``) or create the directory."""
+    if check_run_dir(run_dir, resume, overwrite):
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -191,7 +201,7 @@ def run_experiment(
     """
     console = console or Console(stderr=True)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config, config_path)
-    prepare_run_dir(run_dir, resume, overwrite)
+    check_run_dir(run_dir, resume, overwrite)
     if resume:
         saved = config_from_dict(read_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
         config = saved
@@ -200,39 +210,51 @@ def run_experiment(
             update={"train": config.train.model_copy(update={"baselines": baselines})}
         )
     show = config.logging.progress if progress is None else progress
-    if not resume:
-        atomic_write_bytes(
-            run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode()
-        )
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     seed_everything(config.train.seed, config.train.deterministic)
 
+    # Everything that can reject the input (data, model, balancer, optimiser, early stopping)
+    # is checked before the run directory is created or an existing run replaced.
     tasks = config.build_tasks()
     data = prepare_data(config.data, tasks)
+    model = _build_model(config, data, data.tasks)
+
+    def make_trainer(references: dict[str, Any] | None) -> Trainer:
+        return Trainer(
+            model,
+            balancer=config.balancer.name,
+            balancer_options=config.balancer.options,
+            optim=config.optim,
+            train=config.train,
+            augment=config.data.augment,
+            preprocessor=data.preprocessor,
+            run_dir=run_dir,
+            references=references,
+            progress=show,
+            console=console,
+            log_every_steps=config.logging.log_every_steps,
+        )
+
+    with_references = config.train.baselines and data.val is not None
+    make_trainer({t.name: {} for t in data.tasks} if with_references else None).check_data(
+        data.train
+    )
+
+    prepare_run_dir(run_dir, resume, overwrite)
+    if not resume:
+        atomic_write_bytes(
+            run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode()
+        )
 
     base: dict[str, dict[str, Any]] | None = None
     if config.train.baselines:
         base = train_baselines(config, data, run_dir, show, console)
 
-    model = _build_model(config, data, data.tasks)
     references = None
     if base is not None and data.val is not None:
         references = {k: v["val"] for k, v in base.items() if v.get("val")}
-    trainer = Trainer(
-        model,
-        balancer=config.balancer.name,
-        balancer_options=config.balancer.options,
-        optim=config.optim,
-        train=config.train,
-        augment=config.data.augment,
-        preprocessor=data.preprocessor,
-        run_dir=run_dir,
-        references=references,
-        progress=show,
-        console=console,
-        log_every_steps=config.logging.log_every_steps,
-    )
+    trainer = make_trainer(references)
     fit = trainer.fit(data.train, data.val, resume=resume)
 
     split = "test" if data.test is not None else "val" if data.val is not None else "train"

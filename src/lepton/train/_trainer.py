@@ -427,16 +427,9 @@ class Trainer:
         )
 
     # ---------------------------------------------------------------------- training
-    def fit(
-        self,
-        train: TensorData,
-        val: TensorData | None = None,
-        resume: bool = False,
-    ) -> FitResult:
-        """Train for ``train.epochs`` epochs (or until early stopping); return what happened.
-
-        With ``resume=True`` the state is read from ``run_dir/checkpoints/last.pt`` first.
-        """
+    def check_data(self, train: TensorData) -> BatchLoader:
+        """Raise a :class:`ConfigError` if ``train`` cannot be trained on (a task without a label
+        column or without any label, too few rows for one batch); else its batch loader."""
         missing = [n for n in self.names if n not in train.targets]
         if missing:
             raise ConfigError(f"the training data has no label column for task(s) {missing}")
@@ -447,17 +440,30 @@ class Trainer:
         has_bn = any(
             isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.model.modules()
         )
-        self._loader = BatchLoader(
+        loader = BatchLoader(
             train,
             self.cfg.batch_size,
             shuffle=True,
             seed=self.cfg.seed,
             min_batch=2 if has_bn else 1,
         )
-        if len(self._loader) == 0:
+        if len(loader) == 0:
             raise ConfigError(
                 f"train.batch_size: {len(train)} training rows make no batch of at least 2 rows"
             )
+        return loader
+
+    def fit(
+        self,
+        train: TensorData,
+        val: TensorData | None = None,
+        resume: bool = False,
+    ) -> FitResult:
+        """Train for ``train.epochs`` epochs (or until early stopping); return what happened.
+
+        With ``resume=True`` the state is read from ``run_dir/checkpoints/last.pt`` first.
+        """
+        self._loader = self.check_data(train)
         if resume:
             self._restore()
         elif self.epoch == 0 and self.step == 0:
