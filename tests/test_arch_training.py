@@ -60,7 +60,10 @@ def test_architecture_trains_from_config_and_round_trips(
     gates = lines[-1]["train"].get("gates")
     if arch in GATED:
         assert {"species", "sex", "body_mass_g"} <= set(gates)
-        assert all(sum(v) == pytest.approx(1.0) for v in gates.values())
+        assert all(sum(v.values()) == pytest.approx(1.0) for v in gates.values())
+        # each weight is named by the expert it weights
+        labels = bundle.model.trunk.gate_labels()
+        assert {k: list(v) for k, v in gates.items()} == {k: labels[k] for k in gates}
     else:
         assert gates is None
 

@@ -130,8 +130,12 @@ class FitResult:
 class _EpochStats:
     """Running per-task sums over an epoch (checkpointed, so a resumed epoch logs the same)."""
 
-    def __init__(self, names: Sequence[str]) -> None:
+    def __init__(
+        self, names: Sequence[str], gate_labels: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
         self.names = list(names)
+        #: the experts behind each gate's columns (``trunk.gate_labels()``)
+        self.gate_labels = {k: list(v) for k, v in (gate_labels or {}).items()}
         k = len(names)
         self.loss_sum = torch.zeros(k, dtype=torch.float64)
         self.loss_count = torch.zeros(k, dtype=torch.float64)
@@ -188,7 +192,15 @@ class _EpochStats:
         if self.steps:
             out["grad_norm"] = self.grad_norm_sum / self.steps
         if self.gate_steps:
-            out["gates"] = {k: (v / self.gate_steps).tolist() for k, v in self.gate_sum.items()}
+            out["gates"] = {}
+            for k, v in self.gate_sum.items():
+                mean = (v / self.gate_steps).tolist()
+                labels = self.gate_labels.get(k)
+                out["gates"][k] = (
+                    dict(zip(labels, mean, strict=True))
+                    if labels and len(labels) == len(mean)
+                    else mean
+                )
         if self.cos_steps:
             cos = self.cos_sum / self.cos_steps
             out["grad_cosine"] = {
@@ -314,9 +326,12 @@ class Trainer:
         self._stop_requested = False
         self._best_state: dict[str, torch.Tensor] | None = None
         self._loader: BatchLoader | None = None
-        self._stats = _EpochStats(self.names)
+        self._stats = self._new_stats()
         self._log_lines = 0
         self._step_hooks: list[Callable[[Trainer], None]] = []
+
+    def _new_stats(self) -> _EpochStats:
+        return _EpochStats(self.names, self.model.trunk.gate_labels())
 
     # ------------------------------------------------------------------ monitor setup
     def _make_monitor(self) -> Monitor:
@@ -518,7 +533,7 @@ class Trainer:
         record: dict[str, Any] = {"epoch": epoch, "step": self.step}
         record["lr"] = self.optimizer.param_groups[0]["lr"]
         record["train"] = self._stats.summary()
-        self._stats = _EpochStats(self.names)
+        self._stats = self._new_stats()
         value: float | None
         if val is not None and len(val):
             ev = evaluate(
