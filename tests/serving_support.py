@@ -122,6 +122,33 @@ def penguin_records(n: int, start: int = 0) -> list[dict[str, Any]]:
     return out
 
 
+def overflowing_record(bundle_dir: Path) -> tuple[dict[str, Any], list[str]]:
+    """A feature record each number of which fits the model's float32 inputs on its own
+    (standardised to ±0.99 × the float32 maximum) but which together overflow the model, and
+    the tasks whose output is then NaN or infinite (in the bundle's order)."""
+    from itertools import product
+
+    import torch
+
+    from lepton import Bundle
+    from lepton.data.preprocess import FLOAT32_MAX
+
+    bundle = Bundle.load(bundle_dir)
+    pre = bundle.preprocessor
+    predictor = bundle.predictor()
+    for signs in product((1.0, -1.0), repeat=len(pre.numeric)):
+        record: dict[str, Any] = {
+            c: float(m + s * 0.99 * FLOAT32_MAX * sd)
+            for c, m, sd, s in zip(pre.numeric, pre.means, pre.stds, signs, strict=True)
+        }
+        record.update({c: pre.vocabularies[c][0] for c in pre.categorical})
+        raw = predictor.raw(pd.DataFrame([record]), check_outputs=False)
+        failed = [t for t, r in raw.items() if not bool(torch.isfinite(r).all())]
+        if failed:
+            return record, failed
+    raise AssertionError("no record overflows the model")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,7 +16,7 @@ from lepton.bundle import predict_file
 from lepton.errors import DataError
 
 from .conftest import run_cli
-from .serving_support import fusion_bundle, penguin_frame
+from .serving_support import fusion_bundle, overflowing_record, penguin_frame
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +112,44 @@ def test_skip_writes_bad_rows_with_reasons_to_a_side_file(
     ]
     got = pd.read_csv(out, dtype={"id": str})
     _assert_same(got, expected.drop(index=[100, 250, 300]).reset_index(drop=True))
+
+
+def _overflowing_penguins(path: Path, bundle_dir: Path) -> list[str]:
+    """Penguins where data row 21 holds a 400-digit integer and row 42 numbers that overflow
+    the model together; the tasks whose output the latter makes NaN or infinite."""
+    df = penguin_frame().astype({"bill_length_mm": object})
+    df.loc[20, "bill_length_mm"] = 10**400
+    record, failed = overflowing_record(bundle_dir)
+    for col, value in record.items():
+        df[col] = df[col].astype(object)
+        df.loc[41, col] = value
+    df.to_csv(path, index=False)
+    return failed
+
+
+def test_values_too_large_together_are_bad_rows(
+    bundle_dir: Path, expected: pd.DataFrame, tmp_path: Path
+) -> None:
+    src = tmp_path / "huge.csv"
+    failed = _overflowing_penguins(src, bundle_dir)
+    out = tmp_path / "out.csv"
+    res = run_cli("predict", bundle_dir, src, "-o", out, "--chunk-rows", "16")
+    assert res.returncode == 1
+    assert "row 21: column 'bill_length_mm'" in res.stderr, res.stderr
+    assert not out.exists()
+    src.write_text(src.read_text().replace(str(10**400), "40.1"))
+    res = run_cli("predict", bundle_dir, src, "-o", out)
+    assert res.returncode == 1 and "row 42" in res.stderr, res.stderr
+    assert f"task '{failed[0]}'" in res.stderr and "NaN or infinite" in res.stderr
+    src.write_text(src.read_text().replace("40.1", str(10**400), 1))
+    result = predict_file(bundle_dir, src, out, keep=["id"], chunk_rows=16, on_error="skip")
+    assert (result.rows_skipped, result.rows_written) == (2, len(expected) - 2)
+    rejects = pd.read_csv(result.errors_path)
+    assert rejects["row"].tolist() == [21, 42]
+    assert rejects["error"][0].startswith("column 'bill_length_mm'")
+    assert rejects["error"][1].startswith(f"task '{failed[0]}'")
+    got = pd.read_csv(out, dtype={"id": str})
+    _assert_same(got, expected.drop(index=[20, 41]).reset_index(drop=True))
 
 
 def test_skip_with_clean_input_writes_an_empty_side_file(bundle_dir: Path, tmp_path: Path) -> None:

@@ -18,7 +18,13 @@ from lepton import Bundle
 from lepton.serve import ServeSettings, create_app
 
 from .conftest import run_cli
-from .serving_support import FEATURES, fusion_bundle, penguin_records, running_server
+from .serving_support import (
+    FEATURES,
+    fusion_bundle,
+    overflowing_record,
+    penguin_records,
+    running_server,
+)
 
 TASKS = ["species", "sex", "body_mass_g"]
 TOKEN = "s3cret-token-for-tests-0123456789"
@@ -171,6 +177,59 @@ def test_numbers_too_large_for_the_model_are_422(server: httpx.Client) -> None:
     )
 
 
+def test_integers_too_large_for_a_float_are_422(server: httpx.Client) -> None:
+    records = penguin_records(3)
+    records[2]["bill_length_mm"] = 10**400  # valid JSON; no float holds it
+    r = server.post(
+        "/predict",
+        content=json.dumps({"records": records}),
+        headers={"content-type": "application/json"},
+    )
+    (err,) = _errors(r)
+    assert (err["record"], err["field"], err["type"]) == (2, "bill_length_mm", "out_of_range")
+    assert r.json()["error"] == (
+        "records[2].bill_length_mm: numeric feature: an integer of 401 digits is too large "
+        "for the model"
+    )
+    records[2]["bill_length_mm"] = -(10**400)
+    (err,) = _errors(_predict(server, {"records": records}))
+    assert (err["record"], err["type"]) == (2, "out_of_range")
+    records[2]["bill_length_mm"] = 39  # a plain integer is still a number
+    assert _predict(server, {"records": records}).status_code == 200
+
+
+def test_numbers_that_overflow_the_model_together_are_422(
+    server: httpx.Client, bundle_dir: Path
+) -> None:
+    record, failed = overflowing_record(bundle_dir)
+    records = penguin_records(4)
+    records[1] = record
+    r = _predict(server, {"records": records})
+    (err,) = _errors(r)  # strict JSON: r.json() would fail on a bare NaN
+    assert (err["record"], err["task"], err["type"]) == (1, failed[0], "non_finite_output")
+    assert r.json()["error"] == (
+        f"records[1]: task '{failed[0]}': the model's output is NaN or infinite (the values are "
+        "too large for the model together)"
+    )
+    for task in failed:  # only the requested tasks are checked
+        (err,) = _errors(_predict(server, {"records": records, "tasks": [task]}))
+        assert (err["record"], err["task"]) == (1, task)
+    fine = [t for t in TASKS if t not in failed]
+    if fine:
+        assert _predict(server, {"records": records, "tasks": fine}).status_code == 200
+
+    # in a micro-batch with other requests: only the bad request fails, with its own index
+    good = penguin_records(3, start=10)
+    bodies = [{"records": good}, {"records": [*good, record]}, {"records": good}] * 4
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda b: _predict(server, b), bodies))
+    for body, answer in zip(bodies, answers, strict=True):
+        if len(body["records"]) == 4:
+            assert answer.status_code == 422 and answer.json()["detail"][0]["record"] == 3
+        else:
+            assert answer.status_code == 200 and len(answer.json()["predictions"]) == 3
+
+
 def test_unknown_task_empty_lists_and_unknown_fields(server: httpx.Client) -> None:
     (err,) = _errors(_predict(server, {"records": penguin_records(1), "tasks": ["sex", "wings"]}))
     assert err["path"] == "tasks[1]" and "unknown task 'wings'" in err["msg"]
@@ -198,7 +257,23 @@ def test_malformed_json_and_wrong_content_type(server: httpx.Client) -> None:
 def test_too_many_records_is_413(server: httpx.Client) -> None:
     r = _predict(server, {"records": penguin_records(21)})
     assert r.status_code == 413
-    assert "21 records exceed the limit of 20" in r.json()["detail"]
+    assert r.json()["detail"] == (
+        "records: 21 records exceed the limit of 20 per request (--max-records)"
+    )
+
+
+def test_too_many_records_is_413_before_the_records_are_validated(server: httpx.Client) -> None:
+    # counted first: invalid records (or other errors) beyond the limit are still a 413
+    for body in (
+        {"records": [{}] * 21},
+        {"records": [*penguin_records(20), {"bill_length_mm": "long"}]},
+        {"records": [{}] * 25, "tasks": ["wings"], "extra": 1},
+    ):
+        r = _predict(server, body)
+        assert r.status_code == 413, r.text
+        assert "records exceed the limit of 20" in r.json()["detail"]
+    errs = _errors(_predict(server, {"records": [{}] * 20}))  # at the limit: validated
+    assert {e["record"] for e in errs} == set(range(20))
 
 
 def test_too_large_body_is_413_with_or_without_length(server: httpx.Client) -> None:
@@ -228,12 +303,19 @@ def test_health_ready_metadata_docs(server: httpx.Client) -> None:
     assert meta["tasks"][1]["classes"] == ["female", "male"]
     assert meta["tasks"][2]["fusion"] == ["species", "sex"]
     assert [f["name"] for f in meta["features"]] == FEATURES
+    island = meta["features"][3]
+    assert island["type"] == "categorical"
+    assert island["vocabulary"] == ["Biscoe", "Dream", "Torgersen"]  # what a client may send
+    assert island["known_values"] == 3
+    assert all("vocabulary" not in f for f in meta["features"][:3])
     assert meta["limits"]["max_records"] == 20 and meta["limits"]["auth"] is False
     assert {"lepton", "torch"} <= set(meta["versions"]["bundle"])
     assert server.get("/docs").status_code == 200
     schema = server.get("/openapi.json").json()
     record = schema["components"]["schemas"]["Record"]
     assert set(record["required"]) == set(FEATURES)
+    records = schema["components"]["schemas"]["PredictRequest"]["properties"]["records"]
+    assert (records["minItems"], records["maxItems"]) == (1, 20)
 
 
 # ----------------------------------------------------------------------------------- auth
@@ -312,3 +394,24 @@ def test_not_ready_before_startup_and_after_shutdown(bundle_dir: Path) -> None:
             return codes
 
     assert asyncio.run(talk()) == [503, 503, 200, 200, 503, 200]
+
+
+def test_a_response_never_holds_nan(bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # were the predictor's check of the outputs bypassed, the JSON encoding still refuses NaN
+    from lepton.bundle import Predictor
+
+    record, _ = overflowing_record(bundle_dir)
+    monkeypatch.setattr(Predictor, "check_finite", lambda self, raw, name_row: None)
+    app = create_app(Bundle.load(bundle_dir))
+
+    async def talk() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        ):
+            return await client.post("/predict", json={"records": [record]})
+
+    r = asyncio.run(talk())
+    assert r.status_code == 500 and r.json() == {"detail": "internal error"}
+    assert b"NaN" not in r.content and b"Infinity" not in r.content

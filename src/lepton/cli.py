@@ -430,8 +430,10 @@ def export(
         typer.Option("--record/--no-record", help="Record the export in the bundle's lepton.json."),
     ] = True,
 ) -> None:
-    """Export the model to ONNX, verified against PyTorch with onnxruntime (to 1e-5)."""
+    """Export the model to ONNX, verified against PyTorch with onnxruntime (to an absolute
+    1e-5 plus a relative 1e-5)."""
     from lepton.bundle import export_onnx
+    from lepton.bundle._onnx import tolerance_text
     from lepton.data import read_image_file, read_table
     from lepton.data.images import is_image_file
 
@@ -450,7 +452,7 @@ def export(
     )
     out.print(
         f"verified with onnxruntime on {info.verified_rows} {unit}: largest difference to "
-        f"PyTorch {worst:.2g} (tolerance 1e-5)",
+        f"PyTorch {worst:.2g} (tolerance: {tolerance_text(**info.tolerance)})",
         markup=False,
     )
 

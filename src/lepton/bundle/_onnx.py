@@ -43,6 +43,19 @@ RTOL = 1e-5
 BATCH_DIM = "batch"
 
 
+def _short(x: float) -> str:
+    """``1e-5`` rather than ``1e-05``."""
+    text = f"{x:g}"
+    mantissa, e, exponent = text.partition("e")
+    return f"{mantissa}e{int(exponent)}" if e else text
+
+
+def tolerance_text(atol: float = ATOL, rtol: float = RTOL) -> str:
+    """What the verification checks, in words: ``absolute 1e-5 + relative 1e-5 × |PyTorch|``
+    (each ONNX output value may differ from PyTorch's by at most that)."""
+    return f"absolute {_short(atol)} + relative {_short(rtol)} × |PyTorch value|"
+
+
 @dataclass
 class OnnxExport:
     """What :func:`export_onnx` wrote and how it was checked (also recorded in ``lepton.json``)."""
@@ -54,6 +67,8 @@ class OnnxExport:
     outputs: list[dict[str, Any]]
     max_abs_diff: dict[str, float]
     verified_rows: int
+    #: The check passed: ``|onnx - torch| <= atol + rtol·|torch|`` for every output value.
+    tolerance: dict[str, float] = field(default_factory=lambda: {"atol": ATOL, "rtol": RTOL})
     sha256: str = ""
     exported: str = ""
     versions: dict[str, str] = field(default_factory=dict)
@@ -264,7 +279,8 @@ def export_onnx(
     ------
     ExportError
         When the model cannot be exported, or onnxruntime's outputs differ from PyTorch's by more
-        than ``1e-5 + 1e-5·|torch|`` (the message names the task and the largest difference).
+        than ``1e-5 + 1e-5·|torch|`` (absolute plus relative tolerance; the message names the
+        task and the largest difference).
 
     Examples
     --------
@@ -415,7 +431,7 @@ def verify_onnx(
         _, task, diff = worst
         raise ExportError(
             f"the ONNX graph does not reproduce the model: output '{task}' differs from PyTorch "
-            f"by up to {diff:.3g} (tolerance {atol:g} + {rtol:g}·|value|); largest difference "
+            f"by up to {diff:.3g} (tolerance: {tolerance_text(atol, rtol)}); largest difference "
             "per task: " + ", ".join(f"{t} {d:.3g}" for t, d in diffs.items())
         )
     return diffs

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,6 +17,112 @@ from lepton.tasks import Task
 
 if TYPE_CHECKING:
     from lepton.bundle._bundle import Bundle
+
+
+#: Largest magnitude a Python integer may have to convert to a float (beyond: ``OverflowError``).
+FLOAT64_MAX = sys.float_info.max
+#: Digits of the largest float's integer part: an integer with more overflows a float.
+_FLOAT64_DIGITS = len(str(int(FLOAT64_MAX)))
+_INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
+
+
+class NonFiniteOutputError(DataError):
+    """The model's output is NaN or infinite for some rows: their values, each in range on its
+    own, overflow the model together (bad input, like a value too large for the model).
+
+    ``positions`` are the 0-based positions of the rows in the input, ``tasks`` the first task
+    (in the order asked for) whose output is not finite for each of them.
+    """
+
+    def __init__(self, message: str, positions: Sequence[int], tasks: Sequence[str]) -> None:
+        super().__init__(message)
+        self.positions = list(positions)
+        self.tasks = list(tasks)
+
+
+def nonfinite_reason(task: str) -> str:
+    """Why a row whose output of ``task`` is NaN or infinite is bad (for messages, side files)."""
+    return (
+        f"task '{task}': the model's output is NaN or infinite (the values are too large for "
+        "the model together)"
+    )
+
+
+def nonfinite_outputs(raw: Mapping[str, torch.Tensor]) -> tuple[np.ndarray, list[str]]:
+    """The positions of the rows some output of which is NaN or infinite (ascending), and for
+    each the first such task (in the order of ``raw``). One vectorised check per task."""
+    first: np.ndarray | None = None
+    names = list(raw)
+    for k, r in enumerate(raw.values()):
+        bad = ~torch.isfinite(r.reshape(r.shape[0], -1)).all(dim=1).numpy()
+        if first is None:
+            first = np.full(len(bad), -1, dtype=np.intp)
+        first[(first < 0) & bad] = k
+    if first is None:
+        return np.zeros(0, dtype=np.intp), []
+    positions = (first >= 0).nonzero()[0]
+    return positions, [names[k] for k in first[positions].tolist()]
+
+
+def huge_integer_text(value: int) -> str:
+    """A short description of an integer too large for a float (``str`` may refuse it)."""
+    try:
+        digits = len(str(abs(value)))
+    except ValueError:  # beyond Python's limit on integer-to-text conversion
+        return "an integer of thousands of digits"
+    return f"an integer of {digits} digits"
+
+
+def _huge_integer(value: Any) -> int | None:
+    """``value`` as an int when it is an integer (or the text of one) beyond the float range."""
+    if type(value) is int:
+        return None if -FLOAT64_MAX <= value <= FLOAT64_MAX else value
+    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+        try:
+            number = int(value)
+        except ValueError:  # more digits than Python converts
+            return 10 ** (len(value) - 1)
+        return None if -FLOAT64_MAX <= number <= FLOAT64_MAX else number
+    return None
+
+
+def overflowing_integers(df: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """The rows of ``df`` whose value in one of ``columns`` is an integer too large to become a
+    float, with the reason, indexed like ``df``.
+
+    Only a column of Python objects or of text can hold one (a numeric column cannot): a Python
+    ``int`` (pandas cannot even convert it, ``OverflowError``) or the text of an integer of more
+    than 308 digits (which would read as infinite). Such a value is too large for the model, and
+    is found before the preprocessor looks at the column.
+    """
+    reasons: dict[Any, str] = {}
+    for col in columns:
+        series = df[col]
+        if series.dtype != object and not pd.api.types.is_string_dtype(series.dtype):
+            continue
+        values = series.to_numpy()
+        # the candidates, cheaply: Python ints, and long texts
+        long_text = series.astype(str).str.len().to_numpy() > _FLOAT64_DIGITS
+        ints = np.fromiter((type(v) is int for v in values), dtype=bool, count=len(values))
+        for i in (ints | long_text).nonzero()[0].tolist():
+            number = _huge_integer(values[i])
+            if number is not None:
+                reasons.setdefault(
+                    series.index[i],
+                    f"column '{col}' holds a value too large for the model: "
+                    f"{huge_integer_text(number)}",
+                )
+    if not reasons:
+        return pd.Series([], index=df.index[:0], dtype=object)
+    order = [label for label in df.index if label in reasons]
+    return pd.Series([reasons[k] for k in order], index=order, dtype=object)
+
+
+def _row_label(label: Any) -> str:
+    """``row N`` (1 = first row) for a position-like index label, else the label's repr."""
+    if isinstance(label, int | np.integer):
+        return f"row {int(label) + 1}"
+    return f"row {label!r}"
 
 
 def prediction_columns(task: Task) -> list[str]:
@@ -108,16 +216,47 @@ class Predictor:
 
     @torch.no_grad()
     def raw(
-        self, df: pd.DataFrame, tasks: Sequence[str] | None = None, source: str | None = None
+        self,
+        df: pd.DataFrame,
+        tasks: Sequence[str] | None = None,
+        source: str | None = None,
+        *,
+        check_outputs: bool = True,
     ) -> dict[str, torch.Tensor]:
-        """Raw head outputs ``{task: (N, width)}`` (logits / standardised values)."""
+        """Raw head outputs ``{task: (N, width)}`` (logits / standardised values).
+
+        A row whose output is NaN or infinite (values that overflow the model together) raises
+        :class:`NonFiniteOutputError` naming the row and the task, unless ``check_outputs`` is
+        false (see :func:`nonfinite_outputs` to find such rows yourself).
+        """
         names = self.check_tasks(tasks)
         if self.image_shape is not None:
             raise DataError(
                 f"{source or 'input'}: this model takes images {self.image_shape}, not table "
                 "rows; give an .npy/.npz file (Predictor.predict_images)"
             )
-        return self.raw_tensors(self.preprocessor.transform(df, source), names)
+        huge = overflowing_integers(df, [c for c in self.preprocessor.numeric if c in df.columns])
+        if len(huge):
+            where = f"{source}: " if source else ""
+            raise DataError(f"{where}{_row_label(huge.index[0])}: {huge.iloc[0]}")
+        raw = self.raw_tensors(self.preprocessor.transform(df, source), names)
+        if check_outputs:
+            where = f"{source}: " if source else ""
+            index = df.index
+            self.check_finite(raw, lambda i: f"{where}{_row_label(index[i])}")
+        return raw
+
+    def check_finite(self, raw: Mapping[str, torch.Tensor], name_row: Callable[[int], str]) -> None:
+        """Raise :class:`NonFiniteOutputError` when some row's output is NaN or infinite; the
+        message names the first such row (``name_row(position)``) and its task."""
+        positions, tasks = nonfinite_outputs(raw)
+        if len(positions):
+            more = f" (and {len(positions) - 1} more row(s))" if len(positions) > 1 else ""
+            raise NonFiniteOutputError(
+                f"{name_row(int(positions[0]))}: {nonfinite_reason(tasks[0])}{more}",
+                positions.tolist(),
+                tasks,
+            )
 
     @torch.no_grad()
     def raw_tensors(
@@ -142,8 +281,11 @@ class Predictor:
     def decoded(
         self, df: pd.DataFrame, tasks: Sequence[str] | None = None, source: str | None = None
     ) -> dict[str, dict[str, Any]]:
-        """``{task: decode(...)}`` for the requested tasks."""
-        raw = self.raw(df, tasks, source)
+        """``{task: decode(...)}`` for the requested tasks (see :meth:`raw` for the errors)."""
+        return self.decode_raw(self.raw(df, tasks, source))
+
+    def decode_raw(self, raw: Mapping[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
+        """``{task: decode(...)}`` of raw head outputs (as :meth:`raw` returns them)."""
         return {t: decode(self.tasks[t], r, self.preprocessor) for t, r in raw.items()}
 
     def predict(
@@ -161,8 +303,15 @@ class Predictor:
             raise DataError(
                 f"{source or 'input'}: column(s) to keep not found: {', '.join(missing)}"
             )
+        return self.prediction_table(self.raw(df, tasks, source), df, keep)
+
+    def prediction_table(
+        self, raw: Mapping[str, torch.Tensor], df: pd.DataFrame, keep: Sequence[str] = ()
+    ) -> pd.DataFrame:
+        """The table of :meth:`predict` from the raw outputs of ``df``'s rows (as :meth:`raw`
+        returns them): the ``keep`` columns of ``df``, then each task's prediction columns."""
         out = pd.DataFrame({c: df[c].to_numpy() for c in keep})
-        return self._prediction_table(self.decoded(df, tasks, source), out)
+        return self._prediction_table(self.decode_raw(raw), out)
 
     def predict_images(
         self,
@@ -184,17 +333,26 @@ class Predictor:
         return self._prediction_table(decoded, out.reset_index(drop=True))
 
     def decoded_images(
-        self, images: np.ndarray, tasks: Sequence[str] | None = None, source: str = "images"
+        self,
+        images: np.ndarray,
+        tasks: Sequence[str] | None = None,
+        source: str = "images",
+        name_row: Callable[[int], str] | None = None,
     ) -> dict[str, dict[str, Any]]:
         """``{task: decode(...)}`` for images already ``float32 (N, C, H, W)`` (raw pixels, as
-        the model takes them: it standardises them itself)."""
+        the model takes them: it standardises them itself).
+
+        An image whose output is NaN or infinite raises :class:`NonFiniteOutputError` naming it
+        (``name_row(position)``; default ``SOURCE: row N``, 1 = the first image) and the task.
+        """
         from lepton.data.images import check_image_shape
 
         self._require_images(source)
         check_image_shape(images, self.image_shape, source)
         names = self.check_tasks(tasks)
         raw = self.raw_tensors({"image": torch.from_numpy(images)}, names)
-        return {t: decode(self.tasks[t], r, self.preprocessor) for t, r in raw.items()}
+        self.check_finite(raw, name_row or (lambda i: f"{source}: row {i + 1}"))
+        return self.decode_raw(raw)
 
     def _require_images(self, source: str) -> None:
         if self.image_shape is None:
@@ -252,17 +410,23 @@ class Predictor:
         of shape ``(C, H, W)`` (or ``(H, W)`` with one channel).
         Probabilities map each class (or label) name, as text, to its probability; a value is a
         number, or a list for a multi-output regression task.
+
+        A record whose output is NaN or infinite (numbers that overflow the model together)
+        raises :class:`NonFiniteOutputError` naming it (``records[i]``, 0-based) and the task.
         """
         if self.image_shape is not None:
             rows = records.to_dict("records") if isinstance(records, pd.DataFrame) else records
             images = self._record_images(rows)
-            return self._per_record(self.decoded_images(images, tasks, "records"), len(images))
+            decoded = self.decoded_images(images, tasks, "records", lambda i: f"records[{i}]")
+            return self._per_record(decoded, len(images))
         df = (
             records
             if isinstance(records, pd.DataFrame)
             else pd.DataFrame.from_records(list(records))
         )
-        return self._per_record(self.decoded(df, tasks, source="records"), len(df))
+        raw = self.raw(df, tasks, source="records", check_outputs=False)
+        self.check_finite(raw, lambda i: f"records[{i}]")
+        return self._per_record(self.decode_raw(raw), len(df))
 
     def _per_record(
         self, decoded: Mapping[str, Mapping[str, Any]], n: int

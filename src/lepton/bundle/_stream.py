@@ -17,10 +17,16 @@ from typing import IO, Any, Literal
 
 import numpy as np
 import pandas as pd
+import torch
 from rich.console import Console
 
 from lepton.bundle._bundle import Bundle
-from lepton.bundle._predictor import Predictor
+from lepton.bundle._predictor import (
+    Predictor,
+    nonfinite_outputs,
+    nonfinite_reason,
+    overflowing_integers,
+)
 from lepton.data.io import _csv_sep, iter_table, table_columns, table_format
 from lepton.data.preprocess import require_columns
 from lepton.errors import DataError
@@ -229,11 +235,12 @@ def predict_file(
         Rows read, predicted and written at a time: memory is bounded by the chunk, not the file.
     on_error:
         ``"stop"`` (default): a row with a bad value (text in a numeric feature, an infinite
-        number) or a CSV line with more fields than the header stops the run with a
-        :class:`DataError` naming the file, the row (1 = first data row) or line, and the
-        column, and no output is written. ``"skip"``: such rows are left out of the output and
-        written, with their row number and the reason, to ``errors_path`` (a malformed line
-        with its number and field count, its values blank).
+        number or one too large for the model, values whose output is NaN or infinite because
+        they overflow the model together) or a CSV line with more fields than the header stops
+        the run with a :class:`DataError` naming the file, the row (1 = first data row) or
+        line, and the column, and no output is written. ``"skip"``: such rows are left out of
+        the output and written, with their row number and the reason, to ``errors_path`` (a
+        malformed line with its number and field count, its values blank).
     errors_path:
         The side file of skipped rows (CSV; default ``OUT.errors.csv``); written whenever
         ``on_error="skip"``, with a header only when no row was skipped.
@@ -320,7 +327,7 @@ def predict_file(
                 chunk.index = numbering.take(n)
                 result.rows_read += n
                 result.chunks += 1
-                bad = pre.invalid_rows(chunk)
+                good, raw, bad = _predict_chunk(predictor, chunk, names, str(input))
                 if len(bad):
                     if skipped is None:
                         row = int(bad.index[0]) + 1
@@ -332,10 +339,9 @@ def predict_file(
                     rows = chunk.loc[bad.index].reset_index(drop=True)
                     skipped.write(pd.concat([side, rows.astype(object)], axis=1))
                     result.rows_skipped += len(bad)
-                    chunk = chunk.drop(index=bad.index)
-                for col, count in pre.unknown_categories(chunk).items():
+                for col, count in pre.unknown_categories(good).items():
                     unknown[col] = unknown.get(col, 0) + count
-                predictions = predictor.predict(chunk, names, keep=keep, source=str(input))
+                predictions = predictor.prediction_table(raw, good, keep)
                 writer.write(predictions)
                 result.rows_written += len(predictions)
                 if bar is not None:
@@ -353,6 +359,37 @@ def predict_file(
         raise
     result.unknown_categories = unknown
     return result
+
+
+def _predict_chunk(
+    predictor: Predictor, chunk: pd.DataFrame, tasks: Sequence[str], source: str
+) -> tuple[pd.DataFrame, dict[str, torch.Tensor], pd.Series]:
+    """``(good rows, their raw outputs, bad rows' reasons)`` for one chunk.
+
+    Bad rows: a numeric feature holding an integer too large for a float, text that is not a
+    number, an infinite number or one too large for the model (see
+    :meth:`Preprocessor.invalid_rows`), and rows whose output is NaN or infinite (values that
+    overflow the model together). The reasons are indexed by row label, in order.
+    """
+    pre = predictor.preprocessor
+    huge = overflowing_integers(chunk, pre.numeric)  # pandas cannot convert these at all
+    rest = chunk.drop(index=huge.index) if len(huge) else chunk
+    invalid = pre.invalid_rows(rest)
+    good = rest.drop(index=invalid.index) if len(invalid) else rest
+    raw = predictor.raw(good, tasks, source=source, check_outputs=False)
+    positions, failed = nonfinite_outputs(raw)
+    parts = [r for r in (huge, invalid) if len(r)]
+    if len(positions):
+        parts.append(pd.Series([nonfinite_reason(t) for t in failed], index=good.index[positions]))
+        keep = np.ones(len(good), dtype=bool)
+        keep[positions] = False
+        good = good[keep]
+        mask = torch.from_numpy(keep)
+        raw = {t: r[mask] for t, r in raw.items()}
+    if not parts:
+        return good, raw, pd.Series([], index=chunk.index[:0], dtype=object)
+    bad = pd.concat(parts) if len(parts) > 1 else parts[0]
+    return good, raw, bad.sort_index(kind="stable").astype(object)
 
 
 def _as_bundle(bundle: Bundle | str | Path) -> Bundle:

@@ -26,10 +26,11 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
 
 from lepton.bundle import Bundle
+from lepton.bundle._predictor import NonFiniteOutputError, nonfinite_reason
 from lepton.data.preprocess import FLOAT32_MAX, category_key
 from lepton.errors import DataError, ServeError
 from lepton.serve._batcher import BatcherStopped, Job, MicroBatcher
-from lepton.serve._schema import IMAGE_FIELD, build_models, example_input
+from lepton.serve._schema import IMAGE_FIELD, TOO_MANY_RECORDS, build_models, example_input
 from lepton.serve._security import DOCS_PATHS, PUBLIC_PATHS, BearerAuth, BodyLimit
 
 logger = logging.getLogger("lepton.serve")
@@ -113,8 +114,12 @@ def _validation_response(
     tasks: Sequence[str],
     image_shape: Sequence[int] | None = None,
 ) -> JSONResponse:
+    errors = exc.errors()
+    for err in errors:  # too many records: 413, whatever else is wrong with the request
+        if err.get("type") == TOO_MANY_RECORDS:
+            return JSONResponse(status_code=413, content={"detail": f"records: {err['msg']}"})
     detail = []
-    for err in exc.errors():
+    for err in errors:
         loc = list(err.get("loc", ()))
         kind = err.get("type")
         msg = err.get("msg", "invalid")
@@ -149,6 +154,27 @@ def _validation_response(
     )
 
 
+def _nonfinite_response(exc: NonFiniteOutputError) -> JSONResponse:
+    """422 naming each record whose output is NaN or infinite, and the task."""
+    detail = [
+        {
+            "loc": ["body", "records", i],
+            "path": f"records[{i}]",
+            "msg": nonfinite_reason(task),
+            "type": "non_finite_output",
+            "record": i,
+            "task": task,
+        }
+        for i, task in zip(exc.positions, exc.tasks, strict=True)
+    ]
+    first = detail[0]
+    more = f" (and {len(detail) - 1} more error(s))" if len(detail) > 1 else ""
+    return JSONResponse(
+        status_code=422,
+        content={"error": f"{first['path']}: {first['msg']}{more}", "detail": detail},
+    )
+
+
 def create_app(bundle: Bundle | str | Path, settings: ServeSettings | None = None) -> FastAPI:
     """The FastAPI app serving ``bundle`` (a :class:`Bundle` or a bundle folder).
 
@@ -173,7 +199,8 @@ def create_app(bundle: Bundle | str | Path, settings: ServeSettings | None = Non
     task_order = [t.name for t in bundle.tasks]
     vocab_sets = {c: set(pre.vocabularies[c]) for c in pre.categorical}
     model_info = {"name": bundle.name, "version": bundle.version}
-    request_model, response_model = build_models(bundle)
+    # the records are counted before they are validated: too many is a 413 whatever they hold
+    request_model, response_model = build_models(bundle, max_records=settings.max_records)
 
     def run_batch(jobs: Sequence[Job]) -> list[list[dict[str, Any]]]:
         records = [r for job in jobs for r in job.records]
@@ -307,13 +334,7 @@ def create_app(bundle: Bundle | str | Path, settings: ServeSettings | None = Non
         summary="Predict the requested tasks for each record",
     )
     async def predict(body: request_model) -> Response:  # type: ignore[valid-type]
-        records = body.records  # type: ignore[attr-defined]
-        if len(records) > settings.max_records:
-            raise HTTPException(
-                413,
-                detail=f"records: {len(records)} records exceed the limit of "
-                f"{settings.max_records} per request (--max-records)",
-            )
+        records = body.records  # type: ignore[attr-defined]  # at most max_records (validated)
         if not state["ready"]:
             raise HTTPException(503, detail="the model is not ready")
         tasks = list(dict.fromkeys(body.tasks)) if body.tasks else task_order  # type: ignore[attr-defined]
@@ -329,10 +350,13 @@ def create_app(bundle: Bundle | str | Path, settings: ServeSettings | None = Non
             predictions = await batcher.submit(records, tasks)
         except BatcherStopped as e:  # the service is shutting down
             raise HTTPException(503, detail=str(e)) from None
+        except NonFiniteOutputError as e:  # numbers that overflow the model together
+            return _nonfinite_response(e)
         except DataError as e:  # a record the preprocessor rejects (validation should prevent it)
             return JSONResponse(status_code=422, content={"error": str(e), "detail": []})
         content = {"predictions": predictions, "model": model_info, "warnings": warnings}
-        return Response(json.dumps(content), media_type="application/json")
+        # strict JSON: a NaN or infinity is never sent (the predictor refuses to produce one)
+        return Response(json.dumps(content, allow_nan=False), media_type="application/json")
 
     @app.get("/health", summary="Liveness: the process answers")
     async def health() -> dict[str, str]:
@@ -363,7 +387,13 @@ def create_app(bundle: Bundle | str | Path, settings: ServeSettings | None = Non
         ],
         "features": [{"name": c, "type": "numeric"} for c in pre.numeric]
         + [
-            {"name": c, "type": "categorical", "known_values": len(pre.vocabularies[c])}
+            {
+                "name": c,
+                "type": "categorical",
+                "known_values": len(pre.vocabularies[c]),
+                # the categories seen in training, as text; any other value is "unknown"
+                "vocabulary": list(pre.vocabularies[c]),
+            }
             for c in pre.categorical
         ],
         "versions": {

@@ -15,11 +15,20 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    create_model,
+)
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
 from lepton.bundle import Bundle
+from lepton.bundle._predictor import huge_integer_text
 from lepton.data.images import record_image
 from lepton.data.preprocess import Preprocessor
 from lepton.errors import DataError
@@ -28,6 +37,8 @@ from lepton.errors import DataError
 IMAGE_FIELD = "image"
 #: Largest image (in pixel values) whose example is put in the OpenAPI schema.
 MAX_EXAMPLE_PIXELS = 1024
+#: The validation error type of a request with more records than ``--max-records`` (a 413).
+TOO_MANY_RECORDS = "too_many_records"
 
 
 def _type_name(v: Any) -> str:
@@ -41,7 +52,8 @@ def _type_name(v: Any) -> str:
     }.get(type(v), type(v).__name__)
 
 
-def _numeric(v: Any) -> float | int | None:
+def _numeric(v: Any) -> float | None:
+    """A numeric feature's value as a float (``None`` for a missing one)."""
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int | float):
@@ -50,11 +62,19 @@ def _numeric(v: Any) -> float | int | None:
             "numeric feature: expected a number or null, got {got}",
             {"got": _type_name(v)},
         )
-    if isinstance(v, float) and not math.isfinite(v):
+    try:
+        f = float(v)
+    except OverflowError:  # a JSON integer beyond the float range
+        raise PydanticCustomError(
+            "out_of_range",
+            "numeric feature: {got} is too large for the model",
+            {"got": huge_integer_text(v)},
+        ) from None
+    if not math.isfinite(f):
         raise PydanticCustomError(
             "finite_number", "numeric feature: expected a finite number, got {got}", {"got": v}
         )
-    return v
+    return f
 
 
 def _categorical(v: Any) -> str | int | float | bool | None:
@@ -189,9 +209,33 @@ def _request_examples(bundle: Bundle) -> list[dict[str, Any]]:
     return [{"records": [example_input(bundle)]}]
 
 
-def build_models(bundle: Bundle) -> tuple[type[BaseModel], type[BaseModel]]:
-    """``(PredictRequest, PredictResponse)`` for ``bundle``."""
+def _record_count_check(limit: int) -> Any:
+    """A validator of ``records`` that refuses more than ``limit`` before any is validated."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, list) and len(value) > limit:
+            raise PydanticCustomError(
+                TOO_MANY_RECORDS,
+                "{count} records exceed the limit of {limit} per request (--max-records)",
+                {"count": len(value), "limit": limit},
+            )
+        return value
+
+    return BeforeValidator(check)
+
+
+def build_models(
+    bundle: Bundle, max_records: int | None = None
+) -> tuple[type[BaseModel], type[BaseModel]]:
+    """``(PredictRequest, PredictResponse)`` for ``bundle``.
+
+    With ``max_records``, a request holding more records fails validation with the error type
+    :data:`TOO_MANY_RECORDS` (the service answers 413), counted before any record is validated.
+    """
     record = _record_type(bundle)
+    records_type: Any = list[record]
+    if max_records is not None:
+        records_type = Annotated[list[record], _record_count_check(max_records)]
     image = bundle.model.image_shape is not None
     examples = _request_examples(bundle)
     names = tuple(t.name for t in bundle.tasks)
@@ -203,9 +247,10 @@ def build_models(bundle: Bundle) -> tuple[type[BaseModel], type[BaseModel]]:
             json_schema_extra={"examples": examples} if examples else None,
         ),
         records=(
-            list[record],
+            records_type,
             Field(
                 min_length=1,
+                max_length=max_records,
                 description=(
                     "One object per record holding the image under 'image'; other fields are "
                     "ignored."
