@@ -282,6 +282,30 @@ def test_bad_input_gets_one_clear_error(case: str, message: str, tmp_path: Path)
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_bad_input_to_evaluate_and_predict_gets_one_clear_error(
+    run, tmp_path: Path, command: str
+) -> None:
+    labelled = pd.read_csv(run["base"] / "labelled.csv")
+
+    def call(target: Path, data: Path) -> subprocess.CompletedProcess:
+        if command == "evaluate":
+            return run_cli("evaluate", target, "--data", data)
+        return run_cli("predict", target / "bundle", data, "-o", tmp_path / "out.csv")
+
+    fails(call(run["dir"], tmp_path / "missing.csv"), "data file not found")
+    fails(call(tmp_path / "no_run", run["base"] / "labelled.csv"), "bundle not found")
+    labelled.drop(columns=["island"]).to_csv(tmp_path / "no_island.csv", index=False)
+    fails(call(run["dir"], tmp_path / "no_island.csv"), "feature column 'island' not found")
+    bad = labelled.astype({"bill_depth_mm": object})
+    bad.loc[7, "bill_depth_mm"] = "deep"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    proc = call(run["dir"], tmp_path / "bad.csv")
+    fails(proc, "column 'bill_depth_mm' must be numeric")
+    assert "row 8" in proc.stderr  # the row (1 = the first data row) and the column are named
+    assert not (tmp_path / "out.csv").exists()
+
+
 def test_overwrite_with_bad_input_keeps_the_previous_run(run, tmp_path: Path) -> None:
     copy = tmp_path / "run"
     shutil.copytree(run["dir"], copy)
