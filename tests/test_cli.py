@@ -306,6 +306,18 @@ def test_bad_input_to_evaluate_and_predict_gets_one_clear_error(
     assert not (tmp_path / "out.csv").exists()
 
 
+def test_an_output_path_the_file_system_refuses_is_a_user_error(run, tmp_path: Path) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("a file, not a folder")
+    sample = run["dir"] / "sample_input.csv"
+    proc = run_cli("predict", run["dir"] / "bundle", sample, "-o", a_file / "out.csv")
+    fails(proc, f"error: {a_file}")
+    assert "internal error" not in proc.stderr
+    proc = run_cli("train", run["config"], "--run-dir", a_file / "run", "-q")
+    fails(proc, f"error: {a_file / 'run'}: Not a directory")
+    assert a_file.read_text() == "a file, not a folder"
+
+
 def test_overwrite_with_bad_input_keeps_the_previous_run(run, tmp_path: Path) -> None:
     copy = tmp_path / "run"
     shutil.copytree(run["dir"], copy)

@@ -6,6 +6,7 @@ Every error a user can cause ends as one readable line on stderr and a non-zero 
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -53,6 +54,11 @@ def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as e:
             if debug:
                 raise
+            if fs_message := _file_system_error(e):
+                # the file system refused a path the user gave (a file where a folder should
+                # be, no permission, a read-only or full disk): the user's to fix, not a bug
+                err.print(f"error: {fs_message}", markup=False, soft_wrap=True)
+                raise typer.Exit(1) from None
             err.print(
                 f"internal error: {type(e).__name__}: {e}\n"
                 "(a bug in Lepton: run again with LEPTON_DEBUG=1 for the traceback and report it)",
@@ -62,6 +68,17 @@ def _handled(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+_FS_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
+
+def _file_system_error(e: Exception) -> str | None:
+    """The message of an OS error about a path (or a full/read-only disk); None for others."""
+    if not isinstance(e, OSError) or (e.filename is None and e.errno not in _FS_ERRNOS):
+        return None
+    paths = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    return f"{paths + ': ' if paths else ''}{e.strerror or e} (check the path and its permissions)"
 
 
 def _interrupted() -> type[Exception]:
