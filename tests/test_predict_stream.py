@@ -160,6 +160,22 @@ def test_skip_with_clean_input_writes_an_empty_side_file(bundle_dir: Path, tmp_p
     assert len(pd.read_csv(res.errors_path)) == 0
 
 
+def test_chunks_left_without_rows_are_predicted_as_empty(bundle_dir: Path, tmp_path: Path) -> None:
+    # every row bad (skipped), or no data rows at all: an empty output with its columns
+    df = penguin_frame().head(12)
+    df["bill_length_mm"] = "long"
+    src = tmp_path / "bad.csv"
+    df.to_csv(src, index=False)
+    res = predict_file(bundle_dir, src, tmp_path / "out.csv", chunk_rows=5, on_error="skip")
+    assert (res.rows_written, res.rows_skipped) == (0, 12)
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert len(out) == 0 and "species_prob_Adelie" in out.columns
+    df.head(0).to_csv(src, index=False)
+    proc = run_cli("predict", bundle_dir, src, "-o", tmp_path / "none.parquet")
+    assert proc.returncode == 0, proc.stderr
+    assert len(pd.read_parquet(tmp_path / "none.parquet")) == 0
+
+
 def test_input_problems_are_named_before_anything_is_written(
     bundle_dir: Path, tmp_path: Path
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -54,7 +55,8 @@ def nonfinite_outputs(raw: Mapping[str, torch.Tensor]) -> tuple[np.ndarray, list
     first: np.ndarray | None = None
     names = list(raw)
     for k, r in enumerate(raw.values()):
-        bad = ~torch.isfinite(r.reshape(r.shape[0], -1)).all(dim=1).numpy()
+        # rows × values (explicit widths: a chunk may have no rows left, e.g. all of them bad)
+        bad = ~torch.isfinite(r.reshape(r.shape[0], math.prod(r.shape[1:]))).all(dim=1).numpy()
         if first is None:
             first = np.full(len(bad), -1, dtype=np.intp)
         first[(first < 0) & bad] = k
