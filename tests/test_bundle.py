@@ -115,6 +115,7 @@ def test_prediction_columns_per_kind(trained) -> None:
     records = pred.predict_records(df.head(2).to_dict("records"), tasks=["y_cls", "tags"])
     assert set(records[0]) == {"y_cls", "tags"}
     assert set(records[0]["y_cls"]["probabilities"]) == {"u", "v", "w"}
+    assert pred.predict_records([]) == [] and len(pred.predict(df.head(0))) == 0
     with pytest.raises(DataError, match="unknown task"):
         pred.predict(df.head(2), tasks=["nope"])
 

@@ -425,6 +425,8 @@ class Predictor:
             records
             if isinstance(records, pd.DataFrame)
             else pd.DataFrame.from_records(list(records))
+            if len(records)
+            else pd.DataFrame(columns=self.preprocessor.feature_columns)  # no records: none back
         )
         raw = self.raw(df, tasks, source="records", check_outputs=False)
         self.check_finite(raw, lambda i: f"records[{i}]")
