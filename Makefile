@@ -6,6 +6,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
+# Where pip looks for that wheel: empty = the configured index (a local CPU wheel here). On a
+# machine that reaches pypi.org, `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu`
+# takes the CPU build from PyTorch's own index instead of PyPI's CUDA build.
+TORCH_INDEX ?=
 STAMP := $(VENV)/.lepton-installed
 PYTEST_ARGS ?=
 
@@ -16,7 +20,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)") "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
