@@ -133,13 +133,11 @@ def write_markdown(path: Path, runs: list[dict[str, Any]], table: dict, args: ar
     params = {m: next(r["params"] for r in runs if r["model"] == m) for m in MODELS}
     size = SIZES[args.sizes]
     sb, mm = size["shared_bottom"]["hidden"][0], size["mmoe"]
-    flag = "" if args.sizes == "compact" else " --sizes paper"
     lines = [
         "# MMoE synthetic experiment (Ma et al., KDD 2018, section 5.3)",
         "",
-        f"Command: `python benchmarks/mmoe_synthetic.py{flag} --seeds {args.seeds} --epochs "
-        f"{args.epochs}`. Data: `make_mmoe_synthetic(n={args.n}, dim={args.dim}, scale=1, "
-        "sinusoids=10, noise_std=0.1, seed=s)`, "
+        f"Command: `{command(args)}`. Data: `make_mmoe_synthetic(n={args.n}, dim={args.dim}, "
+        "scale=1, sinusoids=10, noise_std=0.1, seed=s)`, "
         f"{args.n - args.n_test} training and {args.n_test} test rows; for one seed the three "
         "correlations share the inputs, u1, u2, α, β and the noise.",
         "",
@@ -236,7 +234,7 @@ def plot(path: Path, runs: list[dict[str, Any]], table: dict, args: argparse.Nam
     fig.savefig(path, dpi=110)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", choices=sorted(SIZES), default="compact")
     ap.add_argument("--seeds", type=int, default=24)
@@ -249,7 +247,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="parallel processes (one thread each)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--name", default=None, help="file stem (default: mmoe_synthetic[_paper])")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def command(args: argparse.Namespace) -> str:
+    """The command line that reproduces ``args``' results: ``--seeds`` and ``--epochs``, and
+    every other option that changes them (``--jobs``, ``--out`` and ``--name`` do not)."""
+    ap, parts = parser(), ["python benchmarks/mmoe_synthetic.py"]
+    for key, value in vars(args).items():
+        if key in ("seeds", "epochs") or (
+            key not in ("jobs", "out", "name") and value != ap.get_default(key)
+        ):
+            parts.append(f"--{key.replace('_', '-')} {value}")
+    return " ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.name or ("mmoe_synthetic" if args.sizes == "compact" else "mmoe_synthetic_paper")
     jobs = [

