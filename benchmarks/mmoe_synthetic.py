@@ -8,6 +8,11 @@ advantage of MMoE over shared-bottom grows as the tasks become less related — 
     python benchmarks/mmoe_synthetic.py                  # the committed results
     python benchmarks/mmoe_synthetic.py --sizes paper --seeds 8 --epochs 40   # the paper's sizes
     python benchmarks/mmoe_synthetic.py --seeds 2 --epochs 5 --out /tmp/x   # a quick look
+    python benchmarks/mmoe_synthetic.py --seeds 64 --reuse OLD_runs.json   # train new seeds only
+
+``--reuse RUNS.json`` takes every run of an earlier ``*_runs.json`` made with the same settings
+(correlation, model, seed and every option that changes a result) instead of training it again:
+training is deterministic on CPU, so more seeds cost only the new runs.
 
 Writes ``mmoe_synthetic.json`` (``{"<correlation>": {model: {"mean", "std", "seeds"}}}``, the
 final test loss), ``mmoe_synthetic.md`` (tables with the budget), ``mmoe_synthetic.png`` and
@@ -46,6 +51,8 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 MODELS = SIZES["compact"]
+#: The options of a job that change its result (besides correlation, model and seed).
+SETTINGS = ("epochs", "lr", "batch_size", "n", "n_test", "dim", "sizes")
 COMMON = {"dropout": 0.0, "batch_norm": False, "activation": "relu", "head_hidden": [8]}
 
 
@@ -82,11 +89,31 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     losses = trainer.evaluate(data.test).losses
     return {
         **{k: job[k] for k in ("correlation", "model", "seed")},
+        "settings": {k: job[k] for k in SETTINGS},
         "test_loss": sum(losses.values()) / len(losses),  # type: ignore[arg-type]
         "task_loss": losses,
         "params": model.num_parameters(),
         "train_seconds": seconds,
     }
+
+
+MODEL_ORDER = {m: i for i, m in enumerate(MODELS)}
+
+
+def job_key(job: dict[str, Any]) -> str:
+    """What identifies a run's result: correlation, model, seed and :data:`SETTINGS`."""
+    settings = job.get("settings") or {k: job[k] for k in SETTINGS}
+    return json.dumps([job["correlation"], job["model"], job["seed"], settings], sort_keys=True)
+
+
+def reusable(path: Path) -> dict[str, dict[str, Any]]:
+    """The runs of an earlier ``*_runs.json`` by :func:`job_key` (runs without recorded
+    settings cannot be matched and are left out)."""
+    try:
+        runs = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--reuse {path}: cannot read the runs ({exc})") from None
+    return {job_key(r): r for r in runs if isinstance(r, dict) and "settings" in r}
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -129,7 +156,7 @@ def growth(runs: list[dict[str, Any]]) -> list[tuple[float, float, float, float]
 
 
 def write_markdown(path: Path, runs: list[dict[str, Any]], table: dict, args: argparse.Namespace,
-                   wall: float, stem: str) -> str:  # fmt: skip
+                   wall: float, stem: str, reused: int = 0) -> str:  # fmt: skip
     params = {m: next(r["params"] for r in runs if r["model"] == m) for m in MODELS}
     size = SIZES[args.sizes]
     sb, mm = size["shared_bottom"]["hidden"][0], size["mmoe"]
@@ -194,9 +221,11 @@ def write_markdown(path: Path, runs: list[dict[str, Any]], table: dict, args: ar
         "over seeds is the difficulty of each seed's function (its α, β), hence the comparison "
         "paired by seed.",
         "",
-        f"Wall time {wall / 60:.1f} min with {args.jobs} process(es) of one thread on "
-        f"{platform.machine()} ({platform.python_version()}); every run is in "
-        f"`{stem}_runs.json`.",
+        f"Training time {sum(r['train_seconds'] for r in runs) / 60:.1f} min summed over the "
+        f"{len(runs)} runs (one thread each); this invocation: {wall / 60:.1f} min wall with "
+        f"{args.jobs} process(es) on {platform.machine()} ({platform.python_version()})"
+        + (f", {reused} run(s) taken from `{args.reuse.name}` (same settings)" if reused else "")
+        + f"; every run is in `{stem}_runs.json`.",
         "",
         f"![test loss by correlation]({stem}.png)",
         "",
@@ -247,6 +276,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--jobs", type=int, default=2, help="parallel processes (one thread each)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--name", default=None, help="file stem (default: mmoe_synthetic[_paper])")
+    ap.add_argument(
+        "--reuse", type=Path, default=None,
+        help="an earlier *_runs.json: its runs with the same settings are not trained again",
+    )  # fmt: skip
     return ap
 
 
@@ -256,7 +289,7 @@ def command(args: argparse.Namespace) -> str:
     ap, parts = parser(), ["python benchmarks/mmoe_synthetic.py"]
     for key, value in vars(args).items():
         if key in ("seeds", "epochs") or (
-            key not in ("jobs", "out", "name") and value != ap.get_default(key)
+            key not in ("jobs", "out", "name", "reuse") and value != ap.get_default(key)
         ):
             parts.append(f"--{key.replace('_', '-')} {value}")
     return " ".join(parts)
@@ -272,18 +305,24 @@ def main(argv: list[str] | None = None) -> int:
          "sizes": args.sizes}
         for s in range(args.seeds) for p in CORRELATIONS for m in MODELS
     ]  # fmt: skip
+    done = reusable(args.reuse) if args.reuse else {}
+    runs: list[dict[str, Any]] = [done[key] for key in map(job_key, jobs) if key in done]
+    todo = [job for job in jobs if job_key(job) not in done]
+    if args.reuse:
+        print(f"{len(runs)} run(s) taken from {args.reuse}, {len(todo)} to train", flush=True)
     start = time.perf_counter()
-    runs: list[dict[str, Any]] = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for i, r in enumerate(pool.map(run_one, jobs), 1):
+        for i, r in enumerate(pool.map(run_one, todo), 1):
             runs.append(r)
-            head = f"[{i}/{len(jobs)}] p={r['correlation']} {r['model']:<13} seed {r['seed']}"
+            head = f"[{i}/{len(todo)}] p={r['correlation']} {r['model']:<13} seed {r['seed']}"
             print(f"{head}: test loss {r['test_loss']:.4f} ({r['train_seconds']:.0f}s)", flush=True)
     wall = time.perf_counter() - start
+    runs.sort(key=lambda r: (r["seed"], r["correlation"], MODEL_ORDER[r["model"]]))
     table = summarise(runs)
     (args.out / f"{stem}.json").write_text(json.dumps(table, indent=2) + "\n")
     (args.out / f"{stem}_runs.json").write_text(json.dumps(runs, indent=1) + "\n")
-    text = write_markdown(args.out / f"{stem}.md", runs, table, args, wall, stem)
+    reused = len(runs) - len(todo)
+    text = write_markdown(args.out / f"{stem}.md", runs, table, args, wall, stem, reused)
     plot(args.out / f"{stem}.png", runs, table, args)
     print(text)
     return 0

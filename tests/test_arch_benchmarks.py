@@ -79,6 +79,18 @@ def test_mmoe_synthetic_benchmark_runs_with_one_command(tmp_path: Path) -> None:
     md = (tmp_path / "mmoe_synthetic.md").read_text()
     assert "--seeds 2 --epochs 1 --n 600 --n-test 200 --dim 10`" in md
     assert (tmp_path / "mmoe_synthetic.png").stat().st_size > 0
+    # more seeds later: the runs already made (same settings) are taken, not trained again
+    first = json.loads((tmp_path / "mmoe_synthetic_runs.json").read_text())
+    more = tmp_path / "more"
+    run("mmoe_synthetic.py", "--seeds", "3", "--epochs", "1", "--n", "600", "--n-test", "200",
+        "--dim", "10", "--out", str(more),
+        "--reuse", str(tmp_path / "mmoe_synthetic_runs.json"))  # fmt: skip
+    runs = json.loads((more / "mmoe_synthetic_runs.json").read_text())
+    assert len(runs) == 27 and [r for r in runs if r["seed"] < 2] == first
+    assert (
+        "18 run(s) taken from `mmoe_synthetic_runs.json`"
+        in (more / "mmoe_synthetic.md").read_text()
+    )
 
 
 @pytest.mark.slow
