@@ -266,7 +266,7 @@ def plot(path: Path, runs: list[dict[str, Any]], table: dict, args: argparse.Nam
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", choices=sorted(SIZES), default="compact")
-    ap.add_argument("--seeds", type=int, default=24)
+    ap.add_argument("--seeds", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--batch-size", type=int, default=128)

@@ -43,9 +43,12 @@ def test_committed_mmoe_synthetic_results(stem: str) -> None:
     md = (RESULTS / f"{stem}.md").read_text()
     seeds = table["0.5"]["mmoe"]["seeds"]
     assert f"over {seeds} seeds" in md and "epochs, batch" in md  # budget beside the numbers
-    if stem == "mmoe_synthetic":  # the paper's finding: MMoE's advantage grows as p drops
-        adv = [row["shared_bottom"]["mean"] - row["mmoe"]["mean"] for row in table.values()]
-        assert adv[0] > adv[1] > adv[2] > 0
+    # the report's verdict on the paper's finding (MMoE's advantage grows as p drops) is what
+    # its numbers say
+    adv = [row["shared_bottom"]["mean"] - row["mmoe"]["mean"] for row in table.values()]
+    grows = adv[0] > adv[1] > adv[2]
+    assert ("it grows as the correlation drops" in md) == grows
+    assert ("it does not grow monotonically" in md) == (not grows)
 
 
 def test_the_committed_commands_are_what_the_scripts_write() -> None:
@@ -59,7 +62,7 @@ def test_the_committed_commands_are_what_the_scripts_write() -> None:
     # every option that changes the results is in the command; where the files go is not
     args = mmoe.parser().parse_args(["--n", "600", "--lr", "0.01", "--jobs", "1", "--out", "x"])
     assert mmoe.command(args) == (
-        "python benchmarks/mmoe_synthetic.py --seeds 24 --epochs 20 --lr 0.01 --n 600"
+        "python benchmarks/mmoe_synthetic.py --seeds 64 --epochs 20 --lr 0.01 --n 600"
     )
     args = mnist.parser().parse_args(["--channels", "4", "8", "--threads", "2"])
     assert mnist.command(args).endswith("--n-train 6000 --channels 4 8")
