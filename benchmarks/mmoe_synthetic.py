@@ -1,14 +1,16 @@
-"""The synthetic experiment of the MMoE paper (Ma et al., KDD 2018, section 5.3), on CPU.
+r"""The synthetic experiment of the MMoE paper (Ma et al., KDD 2018, section 5.3), on CPU.
 
 Two regression tasks from ``lepton.data.make_mmoe_synthetic`` with task correlations 0.5, 0.9
 and 1.0; for each correlation and seed: a shared-bottom model, MMoE and single-task models,
 trained with Lepton's Trainer on the same data with the same budget. The paper's finding — the
 advantage of MMoE over shared-bottom grows as the tasks become less related — should show.
 
-    python benchmarks/mmoe_synthetic.py                  # the committed results
-    python benchmarks/mmoe_synthetic.py --sizes paper --seeds 8 --epochs 40   # the paper's sizes
+    python benchmarks/mmoe_synthetic.py      # the committed results (48 seeds, 60 epochs)
+    python benchmarks/mmoe_synthetic.py --seeds 64 --first-seed 0 --epochs 20 \
+        --name mmoe_synthetic_20epochs        # the shorter budget
+    python benchmarks/mmoe_synthetic.py --sizes paper --seeds 8 --first-seed 0 --epochs 40
     python benchmarks/mmoe_synthetic.py --seeds 2 --epochs 5 --out /tmp/x   # a quick look
-    python benchmarks/mmoe_synthetic.py --seeds 64 --reuse OLD_runs.json   # train new seeds only
+    python benchmarks/mmoe_synthetic.py --seeds 96 --reuse OLD_runs.json   # train new seeds only
 
 ``--reuse RUNS.json`` takes every run of an earlier ``*_runs.json`` made with the same settings
 (correlation, model, seed and every option that changes a result) instead of training it again:
@@ -170,9 +172,10 @@ def write_markdown(path: Path, runs: list[dict[str, Any]], table: dict, args: ar
         "",
         f"**Budget, identical for every model:** {args.epochs} epochs, batch {args.batch_size}, "
         f"Adam lr {args.lr} with a cosine schedule, equal weighting (`ew`), no dropout or batch "
-        f"norm, towers of 8 units; seeds {', '.join(map(str, range(args.seeds)))} (the seed "
-        "draws the data, the split and the initial weights). Test loss: the mean over the two "
-        "tasks of the MSE on standardised targets (1 ≈ predicting the mean), after the last "
+        f"norm, towers of 8 units; seeds {args.first_seed} … "
+        f"{args.first_seed + args.seeds - 1} (the seed draws the data, the split and the "
+        "initial weights). Test loss: the mean over the two tasks of the MSE on standardised "
+        "targets (1 ≈ predicting the mean), after the last "
         "epoch.",
         "",
         "| model | architecture | parameters |",
@@ -266,8 +269,12 @@ def plot(path: Path, runs: list[dict[str, Any]], table: dict, args: argparse.Nam
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", choices=sorted(SIZES), default="compact")
-    ap.add_argument("--seeds", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=20)
+    # The committed run: 48 seeds from 100, 60 epochs. The 60-epoch budget was chosen on seeds
+    # 0-15 (after 64 seeds at 20 epochs showed no growth of MMoE's advantage); the committed run
+    # uses seeds that were not looked at to choose it.
+    ap.add_argument("--seeds", type=int, default=48)
+    ap.add_argument("--first-seed", type=int, default=100, help="seeds first-seed … +seeds-1")
+    ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--n", type=int, default=12000)
@@ -303,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         {"correlation": p, "model": m, "seed": s, "epochs": args.epochs, "lr": args.lr,
          "batch_size": args.batch_size, "n": args.n, "n_test": args.n_test, "dim": args.dim,
          "sizes": args.sizes}
-        for s in range(args.seeds) for p in CORRELATIONS for m in MODELS
+        for s in range(args.first_seed, args.first_seed + args.seeds)
+        for p in CORRELATIONS for m in MODELS
     ]  # fmt: skip
     done = reusable(args.reuse) if args.reuse else {}
     runs: list[dict[str, Any]] = [done[key] for key in map(job_key, jobs) if key in done]
