@@ -376,7 +376,8 @@ def _predict_chunk(
     rest = chunk.drop(index=huge.index) if len(huge) else chunk
     invalid = pre.invalid_rows(rest)
     good = rest.drop(index=invalid.index) if len(invalid) else rest
-    raw = predictor.raw(good, tasks, source=source, check_outputs=False)
+    # the rows are checked above: transform and run them without checking them again
+    raw = predictor.raw_tensors(pre.transform(good, source), list(tasks))
     positions, failed = nonfinite_outputs(raw)
     parts = [r for r in (huge, invalid) if len(r)]
     if len(positions):

@@ -146,6 +146,11 @@ def _validation_response(
         if field is not None:
             item["field"] = field
         detail.append(item)
+    return _error_response(detail)
+
+
+def _error_response(detail: list[dict[str, Any]]) -> JSONResponse:
+    """422 whose ``error`` line names the first of ``detail``'s errors and counts the rest."""
     first = detail[0] if detail else {"path": "body", "msg": "invalid request"}
     more = f" (and {len(detail) - 1} more error(s))" if len(detail) > 1 else ""
     return JSONResponse(
@@ -167,12 +172,7 @@ def _nonfinite_response(exc: NonFiniteOutputError) -> JSONResponse:
         }
         for i, task in zip(exc.positions, exc.tasks, strict=True)
     ]
-    first = detail[0]
-    more = f" (and {len(detail) - 1} more error(s))" if len(detail) > 1 else ""
-    return JSONResponse(
-        status_code=422,
-        content={"error": f"{first['path']}: {first['msg']}{more}", "detail": detail},
-    )
+    return _error_response(detail)
 
 
 def create_app(bundle: Bundle | str | Path, settings: ServeSettings | None = None) -> FastAPI:
