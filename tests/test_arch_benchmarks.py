@@ -83,17 +83,17 @@ def run(script: str, *argv: str) -> None:
 
 @pytest.mark.slow
 def test_mmoe_synthetic_benchmark_runs_with_one_command(tmp_path: Path) -> None:
-    run("mmoe_synthetic.py", "--seeds", "2", "--epochs", "1", "--n", "600", "--n-test", "200",
-        "--dim", "10", "--out", str(tmp_path))  # fmt: skip
+    run("mmoe_synthetic.py", "--seeds", "2", "--first-seed", "0", "--epochs", "1", "--n", "600",
+        "--n-test", "200", "--dim", "10", "--out", str(tmp_path))  # fmt: skip
     check_format(json.loads((tmp_path / "mmoe_synthetic.json").read_text()))
     md = (tmp_path / "mmoe_synthetic.md").read_text()
-    assert "--seeds 2 --epochs 1 --n 600 --n-test 200 --dim 10`" in md
+    assert "--seeds 2 --first-seed 0 --epochs 1 --n 600 --n-test 200 --dim 10`" in md
     assert (tmp_path / "mmoe_synthetic.png").stat().st_size > 0
     # more seeds later: the runs already made (same settings) are taken, not trained again
     first = json.loads((tmp_path / "mmoe_synthetic_runs.json").read_text())
     more = tmp_path / "more"
-    run("mmoe_synthetic.py", "--seeds", "3", "--epochs", "1", "--n", "600", "--n-test", "200",
-        "--dim", "10", "--out", str(more),
+    run("mmoe_synthetic.py", "--seeds", "3", "--first-seed", "0", "--epochs", "1", "--n", "600",
+        "--n-test", "200", "--dim", "10", "--out", str(more),
         "--reuse", str(tmp_path / "mmoe_synthetic_runs.json"))  # fmt: skip
     runs = json.loads((more / "mmoe_synthetic_runs.json").read_text())
     assert len(runs) == 27 and [r for r in runs if r["seed"] < 2] == first
