@@ -37,7 +37,14 @@ def check_format(table: dict) -> None:
 
 
 @pytest.mark.parametrize(
-    "stem", ["mmoe_synthetic", "mmoe_synthetic_paper", "mmoe_synthetic_20epochs"]
+    "stem",
+    [
+        "mmoe_synthetic",
+        "mmoe_synthetic_smooth",
+        "mmoe_synthetic_paper",
+        "mmoe_synthetic_paper_rough",
+        "mmoe_synthetic_20epochs",
+    ],
 )
 def test_committed_mmoe_synthetic_results(stem: str) -> None:
     table = json.loads((RESULTS / f"{stem}.json").read_text())
@@ -55,11 +62,17 @@ def test_committed_mmoe_synthetic_results(stem: str) -> None:
 
 def test_the_committed_commands_are_what_the_scripts_write() -> None:
     mmoe, mnist = bench("mmoe_synthetic"), bench("multi_mnist")
-    paper = ["--sizes", "paper", "--seeds", "8", "--epochs", "40", "--first-seed", "0"]
-    short = ["--seeds", "64", "--epochs", "20", "--first-seed", "0"]
+    smooth = ["--frequencies", "normal", "--scale", "1", "--n", "12000"]
+    paper = ["--sizes", "paper", "--seeds", "8", "--epochs", "40", "--first-seed", "0", *smooth]
+    short = ["--seeds", "64", "--epochs", "20", "--first-seed", "0", *smooth]
     for argv, stem in (
         ([], "mmoe_synthetic"),
+        (["--seeds", "48", "--epochs", "60", *smooth], "mmoe_synthetic_smooth"),
         (paper, "mmoe_synthetic_paper"),
+        (
+            ["--sizes", "paper", "--seeds", "32", "--first-seed", "200"],
+            "mmoe_synthetic_paper_rough",
+        ),
         (short, "mmoe_synthetic_20epochs"),
     ):
         command = mmoe.command(mmoe.parser().parse_args(argv))
@@ -69,10 +82,25 @@ def test_the_committed_commands_are_what_the_scripts_write() -> None:
     # every option that changes the results is in the command; where the files go is not
     args = mmoe.parser().parse_args(["--n", "600", "--lr", "0.01", "--jobs", "1", "--out", "x"])
     assert mmoe.command(args) == (
-        "python benchmarks/mmoe_synthetic.py --seeds 48 --epochs 60 --lr 0.01 --n 600"
+        "python benchmarks/mmoe_synthetic.py --seeds 64 --epochs 4 --lr 0.01 --n 600"
     )
     args = mnist.parser().parse_args(["--channels", "4", "8", "--threads", "2"])
     assert mnist.command(args).endswith("--n-train 6000 --channels 4 8")
+
+
+def test_runs_recorded_before_the_frequencies_and_scale_options_are_reused_as_their_defaults(
+) -> None:  # fmt: skip
+    mmoe = bench("mmoe_synthetic")
+    job = {"correlation": 0.5, "model": "mmoe", "seed": 3, "epochs": 2, "lr": 0.003,
+           "batch_size": 128, "n": 600, "n_test": 200, "dim": 10, "sizes": "compact",
+           "frequencies": "normal", "scale": 1.0}  # fmt: skip
+    old = {
+        **job,
+        "settings": {k: job[k] for k in mmoe.SETTINGS if k not in ("frequencies", "scale")},
+    }
+    assert mmoe.job_key(old) == mmoe.job_key(job)
+    assert mmoe.job_key(old) != mmoe.job_key({**job, "frequencies": "integer"})
+    assert mmoe.job_key(old) != mmoe.job_key({**job, "scale": 0.5})
 
 
 def run(script: str, *argv: str) -> None:

@@ -44,6 +44,28 @@ def test_mmoe_synthetic_is_seeded_and_only_w2_depends_on_the_correlation() -> No
     assert list(a.columns[:2]) == ["x0", "x1"] and a.shape == (200, 102)
 
 
+def test_mmoe_synthetic_integer_frequencies_are_the_documented_waves() -> None:
+    # near z = wᵀx = 0 (tiny scale c): y ≈ Σ sin βᵢ + z·(1 + Σ αᵢ cos βᵢ), so least squares on x
+    # gives the intercept Σ sin βᵢ and a slope vector of norm c·|1 + Σ αᵢ cos βᵢ| (‖u₁‖ = 1)
+    m, c = 3, 1e-4
+    df = make_mmoe_synthetic(n=400, dim=5, scale=c, sinusoids=m, noise_std=0.0, seed=2,
+                             frequencies="integer")  # fmt: skip
+    x = np.c_[np.ones(len(df)), df[[f"x{i}" for i in range(5)]].to_numpy()]
+    coef = np.linalg.lstsq(x, df["y1"].to_numpy(), rcond=None)[0]
+    alpha, beta = np.arange(1, m + 1), np.arange(m) ** 2.0
+    assert coef[0] == pytest.approx(np.sin(beta).sum(), abs=1e-6)
+    assert np.linalg.norm(coef[1:]) / c == pytest.approx(
+        abs(1 + (alpha * np.cos(beta)).sum()), 1e-3
+    )
+    # the inputs and the noise are those of the default frequencies: only the labels change
+    a = make_mmoe_synthetic(n=50, seed=4)
+    b = make_mmoe_synthetic(n=50, seed=4, frequencies="integer")
+    assert a.drop(columns=["y1", "y2"]).equals(b.drop(columns=["y1", "y2"]))
+    assert not np.allclose(a["y1"], b["y1"])
+    with pytest.raises(ValueError, match="frequencies must be 'normal' or 'integer', got 'odd'"):
+        make_mmoe_synthetic(frequencies="odd")  # type: ignore[arg-type]
+
+
 def test_mmoe_synthetic_from_config_with_options() -> None:
     info = get_dataset("mmoe_synthetic")
     assert info.options()["correlation"] == 0.5 and info.options()["dim"] == 100

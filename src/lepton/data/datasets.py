@@ -10,7 +10,7 @@ import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -201,6 +201,7 @@ def make_mmoe_synthetic(
     sinusoids: int = 10,
     noise_std: float = 0.1,
     seed: int = 0,
+    frequencies: Literal["normal", "integer"] = "normal",
 ) -> pd.DataFrame:
     """The synthetic data of the MMoE paper (Ma et al., KDD 2018, section 3.2): two regression
     tasks whose relatedness is set by ``correlation``.
@@ -210,8 +211,12 @@ def make_mmoe_synthetic(
        ``p = correlation``: their cosine is exactly ``p``.
     3. Inputs ``x ~ N(0, I_dim)`` (columns ``x0 … x{dim-1}``).
     4. Labels ``y_t = w_tᵀx + Σ_{i=1}^{m} sin(α_i·w_tᵀx + β_i) + ε_t`` for ``t = 1, 2``, with
-       ``m = sinusoids``, ``α_i, β_i ~ N(0, 1)`` drawn once (the paper leaves them as "given
-       parameters") and ``ε_t ~ N(0, noise_std²)`` (the paper's N(0, 0.01): variance 0.01).
+       ``m = sinusoids`` and ``ε_t ~ N(0, noise_std²)`` (the paper's N(0, 0.01): variance 0.01).
+       The paper leaves ``α_i, β_i`` as "given parameters"; ``frequencies`` picks them:
+       ``"normal"`` draws ``α_i, β_i ~ N(0, 1)`` once per seed (smooth functions: a few slow
+       waves), ``"integer"`` fixes ``α_i = i`` and ``β_i = (i−1)²`` — the values of the
+       generator Google Research published with DSelect-k (Hazimeh et al., 2021; three of its
+       authors wrote the MMoE paper) — rough functions with waves up to frequency ``m``.
 
     The random draws depend on ``seed`` only, in a fixed order, so datasets that differ only in
     ``correlation`` share ``u₁, u₂, α, β``, the inputs and the noise: only ``w₂`` moves.
@@ -226,6 +231,8 @@ def make_mmoe_synthetic(
         raise ValueError(f"correlation must be in [-1, 1], got {correlation}")
     if n < 1 or dim < 2 or sinusoids < 0 or noise_std < 0:
         raise ValueError("need n >= 1, dim >= 2, sinusoids >= 0 and noise_std >= 0")
+    if frequencies not in ("normal", "integer"):
+        raise ValueError(f"frequencies must be 'normal' or 'integer', got {frequencies!r}")
     rng = np.random.default_rng(seed)
     q, _ = np.linalg.qr(rng.normal(size=(dim, 2)))
     u1, u2 = q[:, 0], q[:, 1]
@@ -233,6 +240,9 @@ def make_mmoe_synthetic(
     w2 = scale * (correlation * u1 + np.sqrt(1.0 - correlation**2) * u2)
     alpha = rng.normal(size=sinusoids)
     beta = rng.normal(size=sinusoids)
+    if frequencies == "integer":  # drawn above all the same, so the inputs and noise stay put
+        alpha = np.arange(1.0, sinusoids + 1.0)
+        beta = np.arange(float(sinusoids)) ** 2
     x = rng.normal(size=(n, dim))
     noise = rng.normal(scale=noise_std, size=(n, 2)) if noise_std > 0 else np.zeros((n, 2))
 
@@ -260,7 +270,8 @@ register_dataset(
         columns=_mmoe_columns,
         tasks={"y1": {"kind": "regression"}, "y2": {"kind": "regression"}},
         source="Ma et al. (KDD 2018) section 3.2; lepton.data.make_mmoe_synthetic, options "
-        "n=12000, correlation=0.5, dim=100, scale=1, sinusoids=10, noise_std=0.1, seed=0",
+        "n=12000, correlation=0.5, dim=100, scale=1, sinusoids=10, noise_std=0.1, seed=0, "
+        "frequencies=normal",
     )
 )
 
